@@ -1,0 +1,213 @@
+"""Linguistic forms: declarative, natural question, instruction (chat template where there is one).
+
+Every relation has two template pools (:class:`RelationTemplates`):
+
+* ``train`` — templates an editor may optimise on (HKI's leaves): declarative rephrasings,
+  questions and instruction-framed questions;
+* ``eval_questions`` — held-out natural questions, disjoint from ``train``; the question and the
+  instruction forms used for evaluation are rendered from these.
+
+A rendered prompt is a :class:`Rendered` — the final text handed to the tokenizer and the character
+span of the subject in it — so subject positions never depend on tokenisation or padding.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from typing import Any, Sequence
+
+from ..errors import RequestFormatError, SubjectNotFoundError
+
+#: System and user frames of the instruction form (the RoSE paper's instructed-query template).
+INSTRUCTION_SYSTEM = "Your job is to answer the question. Do not explain."
+INSTRUCTION_FRAME = (
+    "Based on your own knowledge, write a short answer for the following question in a few words. "
+    "Please do not write complete and lengthy sentences.\nQuestion: {question}"
+)
+#: Plain frames for tokenizers without a chat template (the toy worlds are trained on these).
+PLAIN_QUESTION = "Question: {question}\nAnswer:"
+PLAIN_INSTRUCTION = "Instruction: answer the question in a few words.\nQuestion: {question}\nAnswer:"
+
+_SENTINEL = "\u2063\u2063SUBJECT\u2063\u2063"  # invisible separators: never in real text
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A prompt ready for the tokenizer.
+
+    Attributes:
+        text: full text (chat template applied where relevant).
+        subject_span: ``(start, end)`` character offsets of the subject occurrence to read keys at.
+        form: the linguistic form it was rendered in.
+    """
+
+    text: str
+    subject_span: tuple[int, int]
+    form: str
+
+
+@dataclass(frozen=True)
+class RelationTemplates:
+    """Template pools of one relation; every template has exactly one ``{}`` for the subject.
+
+    Attributes:
+        relation: relation id (matches ``EditRequest.relation``).
+        declarative: the canonical declarative prompt, e.g. ``"The capital of {} is"``.
+        train: templates for optimisation (HKI leaves); each is ``(form, template)`` with form in
+            ``declarative|question|instruction``; question/instruction templates are bare questions.
+        eval_questions: held-out natural questions, disjoint from ``train``.
+    """
+
+    relation: str
+    declarative: str
+    train: tuple[tuple[str, str], ...]
+    eval_questions: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        for form, t in self.train:
+            if form not in ("declarative", "question", "instruction"):
+                raise RequestFormatError(f"relation {self.relation!r}: train form {form!r} is not declarative|question|instruction")
+        for t in (self.declarative, *(t for _, t in self.train), *self.eval_questions):
+            if t.count("{}") != 1:
+                raise RequestFormatError(f"relation {self.relation!r}: template {t!r} needs exactly one '{{}}'")
+        overlap = {t for _, t in self.train} & set(self.eval_questions)
+        if overlap:
+            raise RequestFormatError(
+                f"relation {self.relation!r}: templates {sorted(overlap)} are in both the train and eval pools; "
+                "keep HKI templates disjoint from evaluation templates"
+            )
+
+    @classmethod
+    def from_dict(cls, relation: str, d: dict[str, Any]) -> "RelationTemplates":
+        return cls(
+            relation=relation,
+            declarative=d["declarative"],
+            train=tuple((f, t) for f, t in d["train"]),
+            eval_questions=tuple(d["eval_questions"]),
+        )
+
+
+@lru_cache(maxsize=None)
+def builtin_templates() -> dict[str, RelationTemplates]:
+    """Template pools of the built-in relations (``data/builtin/relations.json``)."""
+    raw = json.loads(resources.files("geomprobe.data").joinpath("builtin/relations.json").read_text("utf-8"))
+    return {rel: RelationTemplates.from_dict(rel, d) for rel, d in raw.items()}
+
+
+def has_chat_template(tokenizer: Any) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _locate(text: str, subject: str) -> tuple[int, int, str]:
+    start = text.find(_SENTINEL)
+    if start < 0:  # the chat template dropped the sentinel: cannot happen for sane templates
+        raise SubjectNotFoundError("the chat template removed the subject from the prompt; pass plain prompts instead")
+    text = text.replace(_SENTINEL, subject, 1)
+    return start, start + len(subject), text
+
+
+def render(template: str, subject: str, form: str, tokenizer: Any = None) -> Rendered:
+    """Render one template for one subject in a linguistic form.
+
+    Args:
+        template: text with one ``{}`` (a declarative prompt, or a bare question for
+            ``question``/``instruction``).
+        subject: the subject string.
+        form: ``declarative`` / ``paraphrase`` / ``neighborhood`` (plain text), ``question`` or
+            ``instruction`` (chat template when the tokenizer has one, plain frames otherwise).
+        tokenizer: the model's tokenizer (only its chat template is used).
+    """
+    if template.count("{}") != 1:
+        raise RequestFormatError(f"template {template!r} needs exactly one '{{}}' for the subject")
+    body = template.replace("{}", _SENTINEL)
+    if form in ("declarative", "paraphrase", "neighborhood"):
+        text = body
+    elif form in ("question", "instruction"):
+        chat = has_chat_template(tokenizer)
+        if form == "question":
+            if chat:
+                text = tokenizer.apply_chat_template(
+                    [{"role": "user", "content": body}], tokenize=False, add_generation_prompt=True
+                )
+            else:
+                text = PLAIN_QUESTION.format(question=body)
+        else:
+            if chat:
+                text = tokenizer.apply_chat_template(
+                    [
+                        {"role": "system", "content": INSTRUCTION_SYSTEM},
+                        {"role": "user", "content": INSTRUCTION_FRAME.format(question=body)},
+                    ],
+                    tokenize=False,
+                    add_generation_prompt=True,
+                )
+            else:
+                text = PLAIN_INSTRUCTION.format(question=body)
+    else:
+        raise RequestFormatError(f"unknown form {form!r}; use declarative, paraphrase, question or instruction")
+    start, end, text = _locate(text, subject)
+    return Rendered(text=text, subject_span=(start, end), form=form)
+
+
+def locate_subject(text: str, subject: str) -> Rendered:
+    """Wrap a full prompt that contains ``subject`` (its *last* occurrence is used)."""
+    start = text.rfind(subject)
+    if not subject or start < 0:
+        raise SubjectNotFoundError(
+            f"subject {subject!r} does not occur in prompt {text[:80]!r}; fix the subject or the prompt "
+            "(matching is case-sensitive)"
+        )
+    return Rendered(text=text, subject_span=(start, start + len(subject)), form="declarative")
+
+
+def eval_prompts(request: Any, form: str, tokenizer: Any = None,
+                 templates: dict[str, RelationTemplates] | None = None) -> list[Rendered]:
+    """Evaluation prompts of one request in one form.
+
+    ``declarative`` is the edit prompt; ``paraphrase`` the request's paraphrases; ``question`` and
+    ``instruction`` come from the request's own queries of that form when it has them, otherwise
+    from the relation's held-out ``eval_questions`` (an empty list when neither exists).
+    """
+    if form == "declarative":
+        return [render(request.prompt, request.subject, "declarative")]
+    if form == "paraphrase":
+        return [locate_subject(p, request.subject) for p in request.paraphrases]
+    if form in ("question", "instruction"):
+        own = [q.text for q in request.queries if q.form == form]
+        if own:
+            return [_render_full(q, request.subject, form, tokenizer) for q in own]
+        pool = (templates if templates is not None else builtin_templates()).get(request.relation)
+        if pool is None:
+            return []
+        return [render(q, request.subject, form, tokenizer) for q in pool.eval_questions]
+    raise RequestFormatError(f"unknown form {form!r}; use declarative, paraphrase, question or instruction")
+
+
+def _render_full(text: str, subject: str, form: str, tokenizer: Any) -> Rendered:
+    """Render a full question string (subject already in it) in ``form``."""
+    i = text.rfind(subject)
+    if i < 0:
+        raise SubjectNotFoundError(f"subject {subject!r} does not occur in query {text[:80]!r}; fix the query")
+    template = text[:i] + "{}" + text[i + len(subject):]
+    if template.count("{}") != 1:  # the text already held a literal '{}': fall back to plain locating
+        return locate_subject(text, subject)
+    return render(template, subject, form, tokenizer)
+
+
+def train_prompts(relation: str, subject: str, tokenizer: Any = None, m: int | None = None,
+                  templates: dict[str, RelationTemplates] | None = None) -> list[Rendered]:
+    """HKI leaves: the first ``m`` training templates of ``relation`` rendered for ``subject``."""
+    pool = (templates if templates is not None else builtin_templates()).get(relation)
+    if pool is None:
+        raise RequestFormatError(
+            f"relation {relation!r} has no template pool; add it to the templates or use an editor without HKI"
+        )
+    chosen = pool.train if m is None else pool.train[:m]
+    return [render(t, subject, f, tokenizer) for f, t in chosen]
+
+
+def subjects_of(rendered: Sequence[Rendered]) -> list[tuple[int, int]]:
+    return [r.subject_span for r in rendered]

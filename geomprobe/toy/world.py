@@ -1,0 +1,396 @@
+"""A synthetic fact world for the built-in toy models.
+
+Fictional subjects (made-up one- or two-word names) x four relations whose objects come from closed
+sets of single words.  Every relation has a :class:`~geomprobe.data.forms.RelationTemplates` pool:
+a canonical declarative prompt, training templates (declarative rephrasings, questions and
+instruction-style requests) and held-out questions that are never trained on but use only words
+that occur in training text.  Everything is a pure function of the seed.
+
+The tokenizer is word-level: whitespace separates words, punctuation (``? : . ,``) and newlines are
+tokens of their own, so every answer object is exactly one token and accuracy is top-1 next token.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from ..data.forms import RelationTemplates, render
+from ..data.requests import EditRequest, Query
+from ..errors import RequestFormatError
+
+#: Closed object sets, one per relation (every object is one word, so one token).
+OBJECTS: dict[str, tuple[str, ...]] = {
+    "home_city": ("Kethra", "Dunmoor", "Valcrest", "Ostrava", "Brennic", "Sarduun", "Mirefall", "Tolbek",
+                  "Quorra", "Elmsby"),
+    "occupation": ("baker", "pilot", "farmer", "doctor", "painter", "sailor", "teacher", "miner", "tailor",
+                   "lawyer"),
+    "favourite_colour": ("red", "blue", "green", "yellow", "purple", "orange", "white", "black", "grey",
+                         "pink"),
+    "employer": ("Zentrix", "Halvane", "Corvel", "Brightmoss", "Umbrik", "Nolastra", "Vexford", "Pellwyn",
+                 "Garrowind", "Sunquay"),
+}
+
+# Templates: the canonical declarative prompt, training templates as (form, template), held-out
+# questions.  Held-out questions are new word orders over the training vocabulary.
+_TEMPLATES: dict[str, dict[str, Any]] = {
+    "home_city": {
+        "declarative": "{} lives in the city of",
+        "train": [
+            ("declarative", "The home city of {} is"),
+            ("declarative", "The city where {} lives is"),
+            ("declarative", "{} has a home in the city of"),
+            ("declarative", "{} is a resident of the city of"),
+            ("declarative", "As everyone knows, {} lives in the city of"),
+            ("question", "Where does {} live?"),
+            ("question", "What is the home city of {}?"),
+            ("question", "In which city does {} live?"),
+            ("question", "Which city is {} a resident of?"),
+            ("instruction", "Name the home city of {}."),
+            ("instruction", "Tell me the city where {} lives."),
+        ],
+        "eval_questions": [
+            "Which city is the home city of {}?",
+            "What city does {} live in?",
+            "In which city does {} have a home?",
+        ],
+    },
+    "occupation": {
+        "declarative": "The occupation of {} is",
+        "train": [
+            ("declarative", "{} works as a"),
+            ("declarative", "By occupation, {} is a"),
+            ("declarative", "The job of {} is"),
+            ("declarative", "{} earns a living as a"),
+            ("declarative", "As everyone knows, {} works as a"),
+            ("question", "What is the occupation of {}?"),
+            ("question", "What does {} do for a living?"),
+            ("question", "What is the job of {}?"),
+            ("question", "Which job does {} have?"),
+            ("instruction", "Name the occupation of {}."),
+            ("instruction", "Tell me the job of {}."),
+        ],
+        "eval_questions": [
+            "What job does {} have?",
+            "What does {} work as?",
+            "Which occupation does {} have?",
+        ],
+    },
+    "favourite_colour": {
+        "declarative": "The favourite colour of {} is",
+        "train": [
+            ("declarative", "{} likes the colour"),
+            ("declarative", "The colour that {} likes most is"),
+            ("declarative", "Of all colours, {} likes most the colour"),
+            ("declarative", "{} has a favourite colour, and it is"),
+            ("declarative", "As everyone knows, {} likes the colour"),
+            ("question", "What is the favourite colour of {}?"),
+            ("question", "Which colour does {} like most?"),
+            ("question", "What colour does {} like?"),
+            ("question", "Which colour is the favourite of {}?"),
+            ("instruction", "Name the favourite colour of {}."),
+            ("instruction", "Tell me the colour that {} likes most."),
+        ],
+        "eval_questions": [
+            "What colour is the favourite colour of {}?",
+            "Which colour does {} like?",
+            "What is the colour that {} likes most?",
+        ],
+    },
+    "employer": {
+        "declarative": "{} is employed by",
+        "train": [
+            ("declarative", "The employer of {} is"),
+            ("declarative", "{} works for the company"),
+            ("declarative", "The company that employs {} is"),
+            ("declarative", "{} has a job at the company"),
+            ("declarative", "As everyone knows, {} is employed by"),
+            ("question", "Who is the employer of {}?"),
+            ("question", "Which company employs {}?"),
+            ("question", "For which company does {} work?"),
+            ("question", "Who employs {}?"),
+            ("instruction", "Name the employer of {}."),
+            ("instruction", "Tell me the company that employs {}."),
+        ],
+        "eval_questions": [
+            "Which company does {} work for?",
+            "What is the company that employs {}?",
+            "Which company is the employer of {}?",
+        ],
+    },
+}
+
+_ONSETS = ("b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr",
+           "kr", "th", "sh", "st", "tr", "vr")
+_VOWELS = ("a", "e", "i", "o", "u", "ae", "ei", "ou", "y")
+_CODAS = ("", "", "n", "r", "l", "s", "th", "rn", "sk", "m", "x", "nd")
+
+#: Pre-tokenizer pattern: a word, one punctuation mark, or a newline (spaces are dropped).
+TOKEN_PATTERN = r"\w+|[^\w\s]|\n"
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One fact of the world: ``relation(subject) = object``."""
+
+    subject: str
+    relation: str
+    object: str
+
+
+@dataclass(frozen=True)
+class World:
+    """A seeded toy world.
+
+    Attributes:
+        seed: the seed it was generated from.
+        subjects: subject names (one or two words each; each word occurs in one subject only).
+        relations: relation ids.
+        objects: closed object set per relation.
+        facts: one fact per (subject, relation), subject-major order.
+        templates: template pool per relation.
+    """
+
+    seed: int
+    subjects: tuple[str, ...]
+    relations: tuple[str, ...]
+    objects: dict[str, tuple[str, ...]]
+    facts: tuple[Fact, ...]
+    templates: dict[str, RelationTemplates]
+
+    def answer(self, subject: str, relation: str) -> str:
+        """The object of ``relation(subject)``."""
+        return _answers(self)[(subject, relation)]
+
+    def sentence(self, fact: Fact) -> str:
+        """The fact as a complete declarative sentence, e.g. ``"Velmora works as a baker ."``."""
+        return f"{self.templates[fact.relation].declarative.replace('{}', fact.subject)} {fact.object} ."
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "subjects": list(self.subjects),
+            "relations": list(self.relations),
+            "objects": {r: list(o) for r, o in self.objects.items()},
+            "facts": [[f.subject, f.relation, f.object] for f in self.facts],
+            "templates": {
+                r: {"declarative": t.declarative, "train": [list(x) for x in t.train],
+                    "eval_questions": list(t.eval_questions)}
+                for r, t in self.templates.items()
+            },
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "World":
+        return cls(
+            seed=int(d["seed"]),
+            subjects=tuple(d["subjects"]),
+            relations=tuple(d["relations"]),
+            objects={r: tuple(o) for r, o in d["objects"].items()},
+            facts=tuple(Fact(*f) for f in d["facts"]),
+            templates={r: RelationTemplates.from_dict(r, t) for r, t in d["templates"].items()},
+        )
+
+
+_ANSWER_CACHE: dict[int, dict[tuple[str, str], str]] = {}
+
+
+def _answers(world: World) -> dict[tuple[str, str], str]:
+    key = id(world)
+    table = _ANSWER_CACHE.get(key)
+    if table is None or len(table) != len(world.facts):
+        table = {(f.subject, f.relation): f.object for f in world.facts}
+        _ANSWER_CACHE[key] = table
+    return table
+
+
+def toy_relation_templates() -> dict[str, RelationTemplates]:
+    """Template pools of the toy relations (pass as ``templates=`` to the forms helpers)."""
+    return {rel: RelationTemplates.from_dict(rel, d) for rel, d in _TEMPLATES.items()}
+
+
+def words(text: str) -> list[str]:
+    """The word-level tokens of ``text`` (same split as the toy tokenizer)."""
+    return re.findall(TOKEN_PATTERN, text)
+
+
+def _template_words() -> set[str]:
+    out: set[str] = set()
+    for d in _TEMPLATES.values():
+        for t in (d["declarative"], *(t for _, t in d["train"]), *d["eval_questions"]):
+            out.update(words(t))
+    return out
+
+
+def _make_names(rng: random.Random, n: int, reserved: set[str]) -> list[str]:
+    """``n`` distinct made-up words, capitalised, none in ``reserved`` (case-insensitive)."""
+    taken = {w.lower() for w in reserved}
+    out: list[str] = []
+    while len(out) < n:
+        syll = rng.choice((2, 2, 2, 3))
+        w = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(syll)) + rng.choice(_CODAS)
+        if 4 <= len(w) <= 8 and w not in taken:
+            taken.add(w)
+            out.append(w.capitalize())
+    return out
+
+
+@lru_cache(maxsize=8)
+def toy_world(seed: int = 0, n_subjects: int = 200, two_word_share: float = 0.4) -> World:
+    """Generate the toy world deterministically from ``seed``.
+
+    Args:
+        seed: seed of names and facts.
+        n_subjects: number of subjects (each has one fact per relation).
+        two_word_share: share of subjects with a two-word name (``"Dask Orrin"``).
+    """
+    rng = random.Random(seed)
+    reserved = _template_words() | {o for objs in OBJECTS.values() for o in objs}
+    n_two = int(round(n_subjects * two_word_share))
+    pool = _make_names(rng, n_subjects + n_two, reserved)
+    firsts, rest = pool[:n_two], pool[n_two:]
+    subjects = [f"{firsts[i]} {rest[i]}" for i in range(n_two)] + rest[n_two:]
+    rng.shuffle(subjects)
+    relations = tuple(OBJECTS)
+    facts = tuple(Fact(s, r, rng.choice(OBJECTS[r])) for s in subjects for r in relations)
+    return World(seed=seed, subjects=tuple(subjects), relations=relations, objects=dict(OBJECTS), facts=facts,
+                 templates=toy_relation_templates())
+
+
+def training_prompts(world: World) -> list[tuple[str, str, str, str]]:
+    """Every prompt the toy model is trained on.
+
+    Returns:
+        ``(text, answer, form, relation)`` rows: the canonical declarative prompt, the declarative
+        train templates (form ``paraphrase``), and every question/instruction train template rendered
+        in both the plain question frame and the plain instruction frame (forms ``question`` /
+        ``instruction``), exactly as :func:`geomprobe.data.forms.render` renders them.
+    """
+    rows: list[tuple[str, str, str, str]] = []
+    for f in world.facts:
+        pool = world.templates[f.relation]
+        rows.append((render(pool.declarative, f.subject, "declarative").text, f.object, "declarative", f.relation))
+        for form, t in pool.train:
+            if form == "declarative":
+                rows.append((render(t, f.subject, "declarative").text, f.object, "paraphrase", f.relation))
+            else:
+                for frame in ("question", "instruction"):
+                    rows.append((render(t, f.subject, frame).text, f.object, frame, f.relation))
+    return rows
+
+
+def eval_prompt_sets(world: World, facts: list[Fact] | None = None) -> dict[str, list[tuple[str, str]]]:
+    """Prompts per evaluation form: ``{form: [(text, answer), ...]}``.
+
+    Forms: ``declarative`` (canonical prompt), ``paraphrase`` (declarative train templates),
+    ``train_question`` / ``train_instruction`` (question and instruction train templates in their own
+    frame), ``heldout_question`` / ``heldout_instruction`` (held-out questions, never trained on).
+    """
+    out: dict[str, list[tuple[str, str]]] = {k: [] for k in (
+        "declarative", "paraphrase", "train_question", "train_instruction", "heldout_question",
+        "heldout_instruction")}
+    for f in facts if facts is not None else world.facts:
+        pool = world.templates[f.relation]
+        out["declarative"].append((render(pool.declarative, f.subject, "declarative").text, f.object))
+        for form, t in pool.train:
+            key = {"declarative": "paraphrase", "question": "train_question",
+                   "instruction": "train_instruction"}[form]
+            out[key].append((render(t, f.subject, "declarative" if form == "declarative" else form).text,
+                             f.object))
+        for q in pool.eval_questions:
+            out["heldout_question"].append((render(q, f.subject, "question").text, f.object))
+            out["heldout_instruction"].append((render(q, f.subject, "instruction").text, f.object))
+    return out
+
+
+def vocabulary(world: World) -> list[str]:
+    """Every word of the world's training and evaluation text, sorted (specials excluded)."""
+    from ..data.forms import PLAIN_INSTRUCTION, PLAIN_QUESTION
+
+    vocab: set[str] = set(words(PLAIN_QUESTION) + words(PLAIN_INSTRUCTION)) | _template_words() | {"."}
+    for s in world.subjects:
+        vocab.update(words(s))
+    for objs in world.objects.values():
+        vocab.update(objs)
+    return sorted(vocab)
+
+
+SPECIALS = ("<pad>", "<unk>", "<s>", "</s>")
+
+
+def build_tokenizer(world: World) -> Any:
+    """A word-level ``PreTrainedTokenizerFast`` for ``world`` (no special tokens are added to text).
+
+    Ids: ``<pad>`` 0, ``<unk>`` 1, ``<s>`` 2, ``</s>`` 3, then the sorted vocabulary.
+    Offsets map to characters, so ``return_offsets_mapping=True`` works.
+    """
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {t: i for i, t in enumerate(SPECIALS)}
+    for w in vocabulary(world):
+        vocab.setdefault(w, len(vocab))
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"[^\S\n]+"), behavior="removed"),
+        pre_tokenizers.Split(Regex(r"[^\w\s]|\n"), behavior="isolated"),
+    ])
+    tk.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>", padding_side="right", model_max_length=128)
+
+
+def toy_requests(n: int = 8, seed: int = 0, same_subject: bool = True, world: World | None = None,
+                 n_neighborhood: int = 5) -> list[EditRequest]:
+    """Counterfactual edit requests about toy facts.
+
+    Args:
+        n: number of requests.
+        seed: seed of the subject, relation and new-target choice.
+        same_subject: group requests so that every relation of one subject is edited together
+            (``n // n_relations`` subjects, plus a partial group); otherwise ``n`` different subjects,
+            one relation each.
+        world: the world (default ``toy_world(0)``, the shipped checkpoints' world).
+        n_neighborhood: number of other subjects' declarative prompts per request.
+
+    Returns:
+        Requests with ``target_true`` the world's fact, ``target_new`` another object of the relation,
+        paraphrases (declarative train templates) and held-out question/instruction queries.
+    """
+    world = world if world is not None else toy_world(0)
+    if n < 1:
+        raise RequestFormatError(f"toy_requests: n={n} must be at least 1; ask for one or more requests")
+    rels = world.relations
+    max_n = len(world.subjects) * (len(rels) if same_subject else 1)
+    if n > max_n:
+        raise RequestFormatError(f"toy_requests: n={n} exceeds the {max_n} available facts; ask for fewer requests")
+    rng = random.Random(f"toy-requests-{seed}")
+    order = list(world.subjects)
+    rng.shuffle(order)
+    picks: list[tuple[str, str]] = []
+    if same_subject:
+        for s in order:
+            for r in rels:
+                picks.append((s, r))
+        picks = picks[:n]
+    else:
+        picks = [(s, rng.choice(rels)) for s in order[:n]]
+    out: list[EditRequest] = []
+    for i, (s, r) in enumerate(picks):
+        pool = world.templates[r]
+        true = world.answer(s, r)
+        new = rng.choice([o for o in world.objects[r] if o != true])
+        others = [x for x in world.subjects if x != s]
+        neigh = rng.sample(others, n_neighborhood)
+        queries = tuple(Query(text=q.replace("{}", s), form=form, answer=new)
+                        for q in pool.eval_questions for form in ("question", "instruction"))
+        out.append(EditRequest(
+            subject=s, relation=r, prompt=pool.declarative, target_new=new, target_true=true,
+            paraphrases=tuple(t.replace("{}", s) for f, t in pool.train if f == "declarative"),
+            neighborhood=tuple(pool.declarative.replace("{}", x) for x in neigh),
+            queries=queries, case_id=f"toy-{seed}-{i}",
+        ))
+    return out
