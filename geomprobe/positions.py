@@ -25,6 +25,7 @@ class Batch:
         position_ids: (batch, seq) positions counted over real tokens (0 at the first real token).
         subject_last: (batch,) index of each subject's last token (-1 where no subject was given).
         last: (batch,) index of each prompt's last real token (where the next token is predicted).
+        offsets: (batch, seq, 2) character offsets of each token (empty spans for special/pad tokens).
     """
 
     input_ids: torch.Tensor
@@ -32,10 +33,11 @@ class Batch:
     position_ids: torch.Tensor
     subject_last: torch.Tensor
     last: torch.Tensor
+    offsets: torch.Tensor
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(*(t.to(device) for t in (self.input_ids, self.attention_mask, self.position_ids,
-                                               self.subject_last, self.last)))
+                                               self.subject_last, self.last, self.offsets)))
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -95,7 +97,7 @@ def tokenize(tokenizer: Any, prompts: Sequence[Rendered | str], padding_side: st
         if isinstance(p, Rendered):
             start, end = p.subject_span
             subject_last[i] = token_at_char(offsets[i], end - 1)
-    return Batch(enc["input_ids"], mask, position_ids, subject_last, last)
+    return Batch(enc["input_ids"], mask, position_ids, subject_last, last, offsets)
 
 
 def render_pairs(prompts: Sequence[str], subjects: Sequence[str]) -> list[Rendered]:

@@ -416,3 +416,24 @@ def test_condition_number_and_effective_rank():
         la.condition_number(_t(np.diag([1.0, -1.0])))
     with pytest.raises(la.ShapeError):
         la.effective_rank(torch.ones(2, 3))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_inputs_give_float32_on_cuda():
+    R, K, C = _problem(17, 6, 9, 3)
+    dev = torch.device("cuda")
+    Rc, Kc, Cc = (_t(x, torch.bfloat16).to(dev) for x in (R, K, C))
+    outs = [
+        la.memit_delta(Rc, Kc, Cc, 2.0),
+        la.isotropic_delta(Rc, Kc),
+        la.isotropic_delta(Rc, Kc, path="direct"),
+        la.alphaedit_delta(Rc, Kc, la.nullspace_projector(Cc, 0.5, "relative"), K_prev=Kc),
+        la.rome_delta(Rc[:, 0], Kc[:, 0], Rc @ Kc.T, Cc),
+        la.revive_filter(Rc @ Kc.T, Rc @ Kc.T, 0.9)[0],
+    ]
+    for out in outs:
+        assert out.device.type == "cuda" and out.dtype == torch.float32
+        assert bool(torch.isfinite(out).all())
+    Rr, Kr, Cr = (x.double().cpu().numpy() for x in (Rc, Kc, Cc))
+    _close(outs[0].cpu(), Rr @ Kr.T @ np.linalg.inv(2.0 * Cr + Kr @ Kr.T))

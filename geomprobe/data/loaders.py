@@ -69,7 +69,7 @@ BOUNDARY_WORDS = frozenset(
 )
 
 #: Most words the LoCoMo target (final words of a fact) may have.
-MAX_TARGET_WORDS = 2
+MAX_TARGET_WORDS = 3
 
 
 # --------------------------------------------------------------------------- field access

@@ -33,7 +33,7 @@ from .world import World, build_tokenizer, eval_prompt_sets, toy_world, training
 
 #: Recommended configurations (DESIGN §3); ``steps``/``lr``/``batch`` are training settings.
 CONFIGS: dict[str, dict[str, Any]] = {
-    "gpt2": dict(n_layer=4, d_model=64, n_head=4, d_ff=256, lr=3e-3, steps=2000, batch=64, prefix_p=0.3),
+    "gpt2": dict(n_layer=4, d_model=64, n_head=4, d_ff=256, lr=6e-3, steps=3000, batch=64, prefix_p=0.3),
     "llama": dict(n_layer=4, d_model=128, n_head=4, d_ff=336, lr=3e-3, steps=2600, batch=64, prefix_p=0.3),
 }
 MAX_POSITIONS = 128
@@ -342,7 +342,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=None)
     a = p.parse_args(argv)
     extra = {"lr": a.lr} if a.lr is not None else {}
-    train_toy(a.kind, a.out, seed=a.seed, steps=a.steps, threads=a.threads, **extra)
+    train_toy(a.kind, a.out, seed=a.seed, steps=a.steps, threads=a.threads,
+              log=lambda m: print(m, flush=True), **extra)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,292 @@
+"""The locate-then-edit editors: MEMIT-style multi-layer spreading with a choice of update rule.
+
+=================  =====================  ======================================
+editor             value optimisation     update rule at each layer
+=================  =====================  ======================================
+``memit``          per request            covariance  ``R Kᵀ (λC + KKᵀ)⁻¹``
+``memit-merge``    joint per subject      covariance
+``alphaedit``      per request            null-space projection of C (+ earlier keys)
+``rose``           HKI per subject        isotropic  ``R Kᵀ (αI + KKᵀ)⁻¹``  (IGA)
+``rose-no-iga``    HKI per subject        covariance
+``rose-no-hki``    joint per subject      isotropic
+``rome``           per request, one layer rank-one, requests applied one after another
+=================  =====================  ======================================
+
+``revive(<editor>, tau=0.9)`` wraps any of them and removes the part of each layer's ΔW that touches the
+dominant singular subspace of the pre-edit weight (:func:`geomprobe.linalg.revive_filter`).
+
+For the layers ``l_1 < … < L`` in order: keys ``K`` and the current residual at ``L`` are recomputed on
+the partially edited model, ``R = (Z − H_cur) / (#layers left)``, ``ΔW_l`` is solved in float64 and
+applied, exactly as MEMIT does.  The weights are restored bit-exactly before ``compute`` returns: the
+update is handed back as an :class:`EditUpdate`, never left applied.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .. import linalg
+from ..data.requests import EditRequest
+from ..errors import GeomprobeError
+from ..hooks import read, stop_after
+from ..models.load import LM
+from ..positions import tokenize
+from .update import EditUpdate, restoring
+from .value import ValueConfig, edit_prompts, optimize_values
+
+RULES = ("covariance", "identity", "projection", "rank-one")
+
+
+@dataclass(frozen=True)
+class EditorConfig:
+    """Everything an editor needs besides the model and the requests.
+
+    Attributes:
+        layers: edit layers (the last one is where ``z`` is optimised).
+        lam: λ, weight of the covariance in ``λC + KKᵀ`` (MEMIT's mom2_update_weight).
+        alpha: α, Tikhonov weight of the isotropic and AlphaEdit systems.
+        value: value optimisation settings.
+        corpus / n_tokens / max_len: covariance statistics (see :mod:`geomprobe.stats`).
+        projection_threshold / projection_mode: AlphaEdit null-space selection.
+        tau: REVIVE energy share of the dominant subspace (used by ``revive(...)``).
+        seed: randomness of value optimisation.
+    """
+
+    layers: tuple[int, ...]
+    lam: float = 1.5e4
+    alpha: float = 1.0
+    value: ValueConfig = ValueConfig()
+    corpus: str = "builtin"
+    n_tokens: int = 100_000
+    max_len: int = 128
+    projection_threshold: float = 2e-2
+    projection_mode: str = "absolute"
+    tau: float = 0.9
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(int(l) for l in self.layers))
+        if not self.layers or list(self.layers) != sorted(set(self.layers)):
+            raise GeomprobeError(f"edit layers {self.layers} must be distinct and increasing; fix the preset or --layers")
+
+    def with_(self, **changes: Any) -> "EditorConfig":
+        value_changes = {k[6:]: changes.pop(k) for k in list(changes) if k.startswith("value_")}
+        cfg = replace(self, **changes)
+        return replace(cfg, value=replace(cfg.value, **value_changes)) if value_changes else cfg
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        return d
+
+
+class _PeakMemory:
+    """Peak memory during a block: CUDA allocator peak, or sampled RSS growth on CPU (MB)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak_mb = 0.0
+
+    def __enter__(self) -> "_PeakMemory":
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+        else:
+            self.base = self._rss()
+            self.peak = self.base
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    @staticmethod
+    def _rss() -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            return 0
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self._rss())
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+        else:
+            self._stop.set()
+            self._thread.join()
+            self.peak = max(self.peak, self._rss())
+            self.peak_mb = (self.peak - self.base) / 2**20
+
+
+@dataclass
+class Editor:
+    """A locate-then-edit editor: value optimisation mode + update rule (see the module table).
+
+    Use :func:`geomprobe.editors.get` to build one by name with the model's preset.
+    """
+
+    name: str
+    mode: str
+    rule: str
+    config: EditorConfig | None = None
+    overrides: dict = field(default_factory=dict)
+    revive: bool = False
+
+    def resolve_config(self, lm: LM) -> EditorConfig:
+        """The explicit config, else the model's preset; then the overrides on top."""
+        from .presets import preset_for
+
+        base = self.config if self.config is not None else preset_for(lm)
+        try:
+            return base.with_(**dict(self.overrides)) if self.overrides else base
+        except TypeError as e:
+            raise GeomprobeError(f"unknown editor option ({e}); see the EditorConfig / ValueConfig fields") from None
+
+    def _filter(self, cfg: EditorConfig, lm: LM, layer: int, delta: torch.Tensor) -> torch.Tensor:
+        """REVIVE: drop the part of ΔW inside the dominant singular block of the current W."""
+        if not self.revive:
+            return delta
+        filtered, _ = linalg.revive_filter(delta, lm.weight(layer).detach(), cfg.tau)
+        return filtered
+
+    def compute(self, lm: LM, requests: Sequence[EditRequest], history: Sequence[EditUpdate] = (),
+                log: Callable[[str], None] | None = None) -> EditUpdate:
+        """Compute the update for ``requests`` on ``lm`` (weights unchanged afterwards).
+
+        Args:
+            history: updates applied before this one (sequential editing); AlphaEdit adds their keys to K_p.
+        """
+        requests = list(requests)
+        if not requests:
+            raise GeomprobeError("no requests to edit; pass at least one EditRequest")
+        cfg = self.resolve_config(lm)
+        layers = list(cfg.layers if self.rule != "rank-one" else cfg.layers[-1:])
+        for l in layers:
+            lm._check_layer(l)
+        t0 = time.perf_counter()
+        with _PeakMemory(lm.device_of(layers[-1])) as mem, restoring(lm, layers):
+            if self.rule == "rank-one":
+                out = self._rome(lm, requests, cfg, layers[0], log)
+            else:
+                out = self._spread(lm, requests, cfg, layers, history, log)
+        deltas, keys, resids, value = out
+        return EditUpdate(
+            editor=self.name, layers=tuple(layers), deltas=deltas, keys=keys, resids=resids,
+            z=value.z, h=value.h, columns=value.groups, requests=tuple(requests),
+            hparams={"mode": self.mode, "rule": self.rule, "revive": self.revive, **cfg.as_dict()}, value=value,
+            seconds=time.perf_counter() - t0, peak_memory_mb=mem.peak_mb, model=dict(lm.identity),
+            dtype=str(lm.dtype).replace("torch.", ""),
+        )
+
+    # ---- pieces ------------------------------------------------------------------------------
+    def _covariance(self, lm: LM, cfg: EditorConfig, layers: Sequence[int]) -> dict[int, torch.Tensor]:
+        from ..stats import key_covariance
+
+        stats = key_covariance(lm, list(layers), corpus=cfg.corpus, n_tokens=cfg.n_tokens, max_len=cfg.max_len,
+                               progress=False)
+        return {l: stats[l].C for l in layers}
+
+    def _column_reads(self, lm: LM, requests: Sequence[EditRequest], members: Sequence[Sequence[int]],
+                      cfg: EditorConfig, key_layer: int, resid_layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys at ``key_layer`` (m, n_cols) and residuals at ``resid_layer`` (d, n_cols), each the mean
+        over the column's context-prefixed edit prompts, on the current weights."""
+        prompts, col = [], []
+        for c, idx in enumerate(members):
+            for i in idx:
+                for p in edit_prompts(lm, requests[i], cfg.value.n_contexts):
+                    prompts.append(p)
+                    col.append(c)
+        batch = tokenize(lm.tokenizer, prompts)
+        with torch.no_grad(), read(lm, sorted({key_layer, resid_layer}), ("key", "resid"),
+                                   positions=batch.subject_last) as r, stop_after(lm, max(key_layer, resid_layer)):
+            lm.forward(batch)
+        col_t = torch.tensor(col)
+        n = len(members)
+        count = torch.bincount(col_t, minlength=n).float()[:, None]
+        k = torch.zeros(n, lm.d_mlp).index_add_(0, col_t, r["key"][key_layer].float().cpu()) / count
+        h = torch.zeros(n, lm.d_model).index_add_(0, col_t, r["resid"][resid_layer].float().cpu()) / count
+        return k.T.contiguous(), h.T.contiguous()
+
+    def _solve(self, lm: LM, layer: int, R: torch.Tensor, K: torch.Tensor, cfg: EditorConfig,
+               C: torch.Tensor | None, K_prev: torch.Tensor | None) -> torch.Tensor:
+        dev = lm.device_of(layer)
+        R, K = R.to(dev), K.to(dev)
+        if self.rule == "covariance":
+            return linalg.memit_delta(R, K, C.to(dev), cfg.lam)
+        if self.rule == "identity":
+            return linalg.isotropic_delta(R, K, cfg.alpha)
+        if self.rule == "projection":
+            proj = linalg.nullspace_projector(C.to(dev), cfg.projection_threshold, cfg.projection_mode)
+            return linalg.alphaedit_delta(R, K, proj.P, None if K_prev is None else K_prev.to(dev), cfg.alpha)
+        raise GeomprobeError(f"unknown update rule {self.rule!r}; use one of {', '.join(RULES)}")
+
+    def _spread(self, lm, requests, cfg, layers, history, log):
+        value = optimize_values(lm, requests, layers[-1], self.mode, cfg.value, seed=cfg.seed, log=log)
+        C = self._covariance(lm, cfg, layers) if self.rule in ("covariance", "projection") else {}
+        deltas, keys, resids = {}, {}, {}
+        for i, layer in enumerate(layers):
+            K, H = self._column_reads(lm, requests, value.members, cfg, layer, layers[-1])
+            R = (value.z - H) / (len(layers) - i)
+            K_prev = None
+            if self.rule == "projection" and history:
+                prev = [u.keys[layer] for u in history if layer in u.keys]
+                K_prev = torch.cat(prev, dim=1) if prev else None
+            delta = self._filter(cfg, lm, layer, self._solve(lm, layer, R, K, cfg, C.get(layer), K_prev))
+            with torch.no_grad():
+                w = lm.weight(layer)
+                w.copy_((w.float() + delta.to(w.device)).to(w.dtype))
+            deltas[layer], keys[layer], resids[layer] = delta.float(), K, R
+            if log is not None:
+                log(f"layer {layer}: ‖R‖ {float(R.norm()):.3g}, ‖ΔW‖ {float(delta.norm()):.3g}")
+        return deltas, keys, resids, value
+
+    def _rome(self, lm, requests, cfg, layer, log):
+        """ROME: one request at a time, each rank-one update applied before the next is computed."""
+        C = self._covariance(lm, cfg, [layer])[layer]
+        total = torch.zeros_like(lm.weight(layer), dtype=torch.float32)
+        values, ks, rs = [], [], []
+        for i, r in enumerate(requests):
+            value = optimize_values(lm, [r], layer, "per-request", cfg.value, seed=cfg.seed + i, log=log)
+            k, _ = self._column_reads(lm, [r], [[0]], cfg, layer, layer)
+            dev = lm.device_of(layer)
+            W = lm.weight(layer).detach().float()
+            v_star = W @ k.to(dev)[:, 0] + value.delta.to(dev)[:, 0]  # v* − b = W k* + δ
+            delta = self._filter(cfg, lm, layer, linalg.rome_delta(v_star, k.to(dev)[:, 0], W, C.to(dev)))
+            with torch.no_grad():
+                w = lm.weight(layer)
+                w.copy_((w.float() + delta.to(w.device)).to(w.dtype))
+            total += delta.to(total.device)
+            values.append(value)
+            ks.append(k)
+            rs.append(value.delta)
+        merged = _merge_values(values)
+        return {layer: total}, {layer: torch.cat(ks, 1)}, {layer: torch.cat(rs, 1)}, merged
+
+
+def _merge_values(values):
+    from .value import ValueResult
+
+    offset, members = 0, []
+    for v in values:
+        members.extend(tuple(i + offset for i in m) for m in v.members)
+        offset += sum(len(m) for m in v.members)
+    return ValueResult(
+        layer=values[0].layer, groups=tuple(g for v in values for g in v.groups), members=tuple(members),
+        h=torch.cat([v.h for v in values], 1), delta=torch.cat([v.delta for v in values], 1),
+        losses=tuple(sum(v.losses[i] if i < len(v.losses) else v.losses[-1] for v in values) / len(values)
+                     for i in range(max(len(v.losses) for v in values))),
+        relation_grads={s: {k: g for v in values for k, g in v.relation_grads.get(s, {}).items()}
+                        for s in sorted({s for v in values for s in v.relation_grads})},
+        steps_run=max(v.steps_run for v in values), seconds=sum(v.seconds for v in values),
+    )

@@ -1,0 +1,38 @@
+"""Hyperparameter presets per model, as data.
+
+Paper presets (RoSE, App. D; MEMIT reference): 35 steps, lr 0.5, wd 0.5, kl 0.0625, clamp 0.75, layers 4..8
+on 7–8B Qwen2.5 / Llama-3.1, λ 1.5e4.  The toy and SmolLM2 presets come from the layer sweep recorded
+in ``figures/layer_sweep.csv`` / the issue notes (which layers carry the subject).
+"""
+
+from __future__ import annotations
+
+from ..models.load import LM
+from .locate import EditorConfig
+from .value import ValueConfig
+
+PAPER_VALUE = ValueConfig(lr=0.5, steps=35, kl=0.0625, wd=0.5, clamp=0.75)
+
+PRESETS: dict[str, EditorConfig] = {
+    "qwen2.5-7b-instruct": EditorConfig(layers=(4, 5, 6, 7, 8), lam=1.5e4, value=PAPER_VALUE),
+    "llama-3.1-8b-instruct": EditorConfig(layers=(4, 5, 6, 7, 8), lam=1.5e4, value=PAPER_VALUE),
+    "toy-gpt2": EditorConfig(layers=(1, 2), lam=1.0, value=ValueConfig(steps=30, lr=0.5, n_contexts=1)),
+    "toy-llama": EditorConfig(layers=(1, 2), lam=1.0, value=ValueConfig(steps=30, lr=0.5, n_contexts=1)),
+    "smollm2-135m": EditorConfig(layers=(3, 4, 5, 6, 7), lam=1.5e4, value=ValueConfig(steps=25, lr=0.5)),
+}
+
+
+def preset_key(lm: LM) -> str:
+    name = lm.name.rstrip("/").split("/")[-1].lower()
+    return name
+
+
+def preset_for(lm: LM) -> EditorConfig:
+    """The preset of ``lm`` by name; otherwise layers at 15–30% depth with MEMIT defaults."""
+    key = preset_key(lm)
+    if key in PRESETS:
+        return PRESETS[key]
+    n = lm.n_layers
+    lo = max(1, round(0.15 * n))
+    hi = max(lo, round(0.3 * n) - 1)
+    return EditorConfig(layers=tuple(range(lo, hi + 1)))

@@ -1,0 +1,119 @@
+"""EditUpdate: what an editor computed, applied and reverted bit-exactly."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from ..data.requests import EditRequest
+from ..errors import GeomprobeError, NumericalError
+from ..models.load import LM
+
+
+@dataclass(frozen=True)
+class EditUpdate:
+    """The result of ``editor.compute(lm, requests)``.
+
+    Attributes:
+        editor: editor name.
+        layers: edited layers, in order.
+        deltas: {layer: ΔW (d_model, d_mlp)} float32, on the device of that layer's weight.
+        keys: {layer: K (d_mlp, n_cols)} float32 CPU — the keys the closed form used (one column per
+            request, or per subject for merged editors).
+        resids: {layer: R (d_model, n_cols)} float32 CPU — the residual each layer was asked to write.
+        z: (d_model, n_cols) float32 CPU targets at the last edit layer; ``h`` the residual before the edit.
+        columns: name of each column (case_id or subject).
+        requests: the requests edited.
+        hparams: hyperparameters (plain data).
+        value: the :class:`~geomprobe.editors.value.ValueResult` (loss curve, relation gradients).
+        seconds: wall time of ``compute``; peak_memory_mb: peak memory during it (CUDA allocator, or
+            the process's peak RSS growth on CPU).
+        model: the LM identity it was computed for (applying it to another model is refused).
+        dtype: the model dtype it was computed in.
+    """
+
+    editor: str
+    layers: tuple[int, ...]
+    deltas: dict[int, torch.Tensor] = field(repr=False)
+    keys: dict[int, torch.Tensor] = field(repr=False)
+    resids: dict[int, torch.Tensor] = field(repr=False)
+    z: torch.Tensor = field(repr=False)
+    h: torch.Tensor = field(repr=False)
+    columns: tuple[str, ...]
+    requests: tuple[EditRequest, ...] = field(repr=False)
+    hparams: dict[str, Any] = field(default_factory=dict)
+    value: Any = field(default=None, repr=False)
+    seconds: float = 0.0
+    peak_memory_mb: float = 0.0
+    model: dict = field(default_factory=dict, repr=False)
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if tuple(sorted(self.deltas)) != tuple(sorted(self.layers)):
+            raise GeomprobeError("EditUpdate.deltas must have one ΔW per edited layer")
+        for layer, d in self.deltas.items():
+            if not torch.isfinite(d).all():
+                raise NumericalError(f"ΔW at layer {layer} holds NaN/Inf; the editor diverged — lower lr or raise lam")
+
+    def check_model(self, lm: LM) -> None:
+        if self.model and self.model.get("config_sha") != lm.identity.get("config_sha"):
+            raise GeomprobeError(f"this update was computed for {self.model.get('name')!r}, not {lm.name!r}; "
+                                 "compute it on the model you apply it to")
+        for layer, d in self.deltas.items():
+            if tuple(d.shape) != tuple(lm.weight(layer).shape):
+                raise GeomprobeError(f"ΔW shape {tuple(d.shape)} does not fit layer {layer} "
+                                     f"{tuple(lm.weight(layer).shape)}; compute the update on this model")
+
+    def apply(self, lm: LM) -> "AppliedEdit":
+        """Add ΔW to the weights (in the model dtype); returns a handle whose ``revert()`` restores them."""
+        self.check_model(lm)
+        saved = {layer: lm.rewrite_module(layer).weight.detach().clone() for layer in self.layers}
+        with torch.no_grad():
+            for layer in self.layers:
+                w = lm.weight(layer)
+                w.copy_((w.float() + self.deltas[layer].to(w.device)).to(w.dtype))
+        return AppliedEdit(lm, saved)
+
+    @contextmanager
+    def applied(self, lm: LM) -> Iterator[LM]:
+        """Apply inside the block; the weights are restored bit-exactly on exit, also on exceptions."""
+        handle = self.apply(lm)
+        try:
+            yield lm
+        finally:
+            handle.revert()
+
+    def delta_norms(self) -> dict[int, float]:
+        return {layer: float(d.norm()) for layer, d in self.deltas.items()}
+
+
+@dataclass
+class AppliedEdit:
+    """Handle of an applied update: ``revert()`` copies the saved weights back (bit-exact)."""
+
+    lm: LM
+    saved: dict[int, torch.Tensor]
+    reverted: bool = False
+
+    def revert(self) -> None:
+        if self.reverted:
+            return
+        with torch.no_grad():
+            for layer, w in self.saved.items():
+                self.lm.rewrite_module(layer).weight.copy_(w)
+        self.reverted = True
+
+
+@contextmanager
+def restoring(lm: LM, layers) -> Iterator[None]:
+    """Save the rewrite weights of ``layers`` and copy them back on exit (editors modify as they go)."""
+    saved = {layer: lm.rewrite_module(layer).weight.detach().clone() for layer in layers}
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for layer, w in saved.items():
+                lm.rewrite_module(layer).weight.copy_(w)

@@ -1,0 +1,301 @@
+"""Value optimisation, shared by every editor: find ``z = h + δ`` at the last edit layer.
+
+``δ`` is added to the residual stream after block ``L`` at the subject's last token of each prompt and
+optimised with Adam on
+
+    NLL(target | prompt)  +  kl · KL(P_old ‖ P_new on "{subject} is a")  +  wd · ‖δ‖ / ‖h‖²
+
+with ``‖δ‖`` clamped to ``clamp · ‖h‖`` after each step (MEMIT's objective).  Three modes decide how
+prompts and requests share a ``δ`` and how the gradient that reaches it is built:
+
+* ``per-request`` (MEMIT): one ``δ`` per request, gradient of its own loss.
+* ``joint`` (MEMIT-Merge): one ``δ`` per subject, gradient of the summed losses of its relations.
+* ``hki`` (RoSE): one ``δ`` per subject; each relation's gradient is the *robust centroid* (geometric
+  median, Weiszfeld) of its per-template gradients over M templates (the relation's training pool:
+  declarative, question and instruction forms), and the root step uses the mean of the relation centroids.
+
+Scale: Adam's step is per coordinate, so a fixed learning rate means different things for models whose
+residual norms differ 100× (toy norms are 100–900).  ``δ`` is therefore parametrised as
+``δ = u · ‖h‖ / √d`` and Adam runs on ``u``; with ``lr = 0.5`` one step moves ``δ`` by about half of
+``‖h‖`` at most, as MEMIT's fixed step does on GPT-J.
+
+One backward per step yields every per-prompt gradient: each row of the batch gets its own copy of its
+``δ`` as a leaf, and rows do not interact, so ``rows.grad[i]`` is exactly the gradient of prompt ``i``'s loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+
+from ..data.forms import Rendered, render, train_prompts
+from ..data.requests import EditRequest
+from ..errors import GeomprobeError, NumericalError
+from ..hooks import add_to_residual, read
+from ..models.load import LM
+from ..positions import tokenize
+from ..scoring import TargetBatch, with_targets
+
+MODES = ("per-request", "joint", "hki")
+
+#: Neutral context prefixes (MEMIT averages over context-prefixed copies of each prompt).
+CONTEXTS: tuple[str, ...] = ("{}", "Here is a fact. {}", "I read this somewhere: {}", "Note that {}",
+                             "As everyone knows, {}", "Answer: {}")
+
+
+@dataclass(frozen=True)
+class ValueConfig:
+    """Hyperparameters of value optimisation (MEMIT reference defaults unless noted).
+
+    Attributes:
+        lr: Adam learning rate on ``u`` (δ = u·‖h‖/√d).
+        steps: maximum optimisation steps.
+        kl: weight of the KL term on ``"{subject} is a"``.
+        wd: weight decay on ``‖δ‖/‖h‖²``.
+        clamp: ``‖δ‖ ≤ clamp·‖h‖``.
+        n_contexts: how many of :data:`CONTEXTS` prefix each prompt (1 = the bare prompt).
+        early_stop: stop when every NLL term is below this value.
+        hki_templates: M, templates per relation for HKI leaves.
+        weiszfeld_iters: iterations of the geometric-median estimate.
+        record_every: record per-relation gradients every this many steps (step 0 always).
+    """
+
+    lr: float = 0.5
+    steps: int = 25
+    kl: float = 0.0625
+    wd: float = 0.5
+    clamp: float = 0.75
+    n_contexts: int = 3
+    early_stop: float = 0.05
+    hki_templates: int = 8
+    weiszfeld_iters: int = 10
+    record_every: int = 5
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.lr <= 0 or not 1 <= self.n_contexts <= len(CONTEXTS):
+            raise GeomprobeError(f"bad value optimisation settings (steps {self.steps}, lr {self.lr}, "
+                                 f"n_contexts {self.n_contexts} of 1..{len(CONTEXTS)}); fix the editor config")
+
+
+@dataclass(frozen=True)
+class ValueResult:
+    """Optimised targets at layer ``layer``; one column per group (request or subject).
+
+    Attributes:
+        layer: the last edit layer L.
+        groups: group keys, ``case_id`` (per-request) or subject (joint/hki).
+        members: for each group, indices into the request list.
+        h: (d, n_groups) residual at L (subject last token, mean over the group's edit prompts), float32 CPU.
+        delta: (d, n_groups) optimised δ, float32 CPU.
+        losses: per step, the mean NLL over groups.
+        relation_grads: per recorded step, {(subject, relation): (d,) gradient of that relation's loss w.r.t. δ}.
+        steps_run: optimisation steps actually run.
+        seconds: wall time.
+    """
+
+    layer: int
+    groups: tuple[str, ...]
+    members: tuple[tuple[int, ...], ...]
+    h: torch.Tensor
+    delta: torch.Tensor
+    losses: tuple[float, ...]
+    relation_grads: dict[int, dict[tuple[str, str], torch.Tensor]] = field(repr=False)
+    steps_run: int
+    seconds: float
+
+    @property
+    def z(self) -> torch.Tensor:
+        return self.h + self.delta
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """Prompt rows of one optimisation problem."""
+
+    tb: TargetBatch
+    group: torch.Tensor      # (rows,) group index of each row
+    leaf: list[tuple[int, str, int]]  # (group, relation, template id) of each row
+
+
+def edit_prompts(lm: LM, request: EditRequest, n_contexts: int) -> list[Rendered]:
+    """The request's declarative edit prompt under the first ``n_contexts`` context prefixes."""
+    out = []
+    for ctx in CONTEXTS[:n_contexts]:
+        template = ctx.replace("{}", request.prompt)
+        out.append(render(template, request.subject, "declarative"))
+    return out
+
+
+def _build_rows(lm: LM, requests: Sequence[EditRequest], groups: list[list[int]], mode: str,
+                cfg: ValueConfig) -> _Rows:
+    prompts: list[Rendered] = []
+    targets: list[str] = []
+    group_of: list[int] = []
+    leaf: list[tuple[int, str, int]] = []
+    for g, members in enumerate(groups):
+        for i in members:
+            r = requests[i]
+            if mode == "hki":
+                # leaf 0 is the edit prompt itself (with its context prefixes); leaves 1..M are the
+                # relation's training templates in declarative, question and instruction forms
+                leaves = [edit_prompts(lm, r, cfg.n_contexts)]
+                leaves += [[p] for p in train_prompts(r.relation, r.subject, lm.tokenizer, m=cfg.hki_templates)]
+                for t, variants in enumerate(leaves):
+                    for p in variants:
+                        prompts.append(p)
+                        targets.append(r.target_new)
+                        group_of.append(g)
+                        leaf.append((g, r.relation, t))
+            else:
+                for p in edit_prompts(lm, r, cfg.n_contexts):
+                    prompts.append(p)
+                    targets.append(r.target_new)
+                    group_of.append(g)
+                    leaf.append((g, r.relation, 0))
+    tb = with_targets(lm.tokenizer, prompts, targets)
+    return _Rows(tb, torch.tensor(group_of), leaf)
+
+
+def geometric_median(points: torch.Tensor, iters: int = 10, eps: float = 1e-8) -> torch.Tensor:
+    """Geometric median of ``points`` (n, d) by Weiszfeld iterations, started at the mean: (d,)."""
+    y = points.mean(0)
+    if len(points) <= 2:
+        return y
+    for _ in range(iters):
+        w = 1.0 / (points - y).norm(dim=1).clamp_min(eps)
+        y = (w[:, None] * points).sum(0) / w.sum()
+    return y
+
+
+def optimize_values(lm: LM, requests: Sequence[EditRequest], layer: int, mode: str = "per-request",
+                    cfg: ValueConfig = ValueConfig(), seed: int = 0, log=None) -> ValueResult:
+    """Optimise the target residual ``z`` at ``layer`` for each group of requests.
+
+    Args:
+        layer: the last edit layer L (δ enters the residual stream after block L).
+        mode: ``per-request``, ``joint`` or ``hki`` (see the module docstring).
+    """
+    if mode not in MODES:
+        raise GeomprobeError(f"unknown value optimisation mode {mode!r}; use one of {', '.join(MODES)}")
+    if not requests:
+        raise GeomprobeError("no requests to edit; pass at least one EditRequest")
+    t0 = time.perf_counter()
+    torch.manual_seed(seed)
+    if mode == "per-request":
+        names = [r.case_id or f"{r.subject}/{r.relation}/{i}" for i, r in enumerate(requests)]
+        groups = [[i] for i in range(len(requests))]
+    else:
+        order: dict[str, list[int]] = {}
+        for i, r in enumerate(requests):
+            order.setdefault(r.subject, []).append(i)
+        names, groups = list(order), list(order.values())
+    rows = _build_rows(lm, requests, groups, mode, cfg)
+    device = lm.device_of(layer)
+    tb = rows.tb.to(lm.input_device)
+    n_groups = len(groups)
+    group = rows.group.to(device)
+
+    # h: residual after block L at the subject's last token, per row and per group
+    with torch.no_grad(), read(lm, [layer], ("resid",), positions=tb.batch.subject_last) as r:
+        lm.forward(tb.batch)
+    h_rows = r["resid"][layer].float()  # (rows, d)
+    h = torch.zeros(n_groups, lm.d_model, device=h_rows.device).index_add_(0, group.to(h_rows.device), h_rows)
+    h = h / torch.bincount(group, minlength=n_groups).to(h.device)[:, None].float()
+    h_norm = h.norm(dim=1).clamp_min(1e-6)  # (groups,)
+    scale = h_norm / math.sqrt(lm.d_model)
+
+    # KL anchor: "{subject} is a" before the edit
+    kl_prompts = [render("{} is a", requests[g[0]].subject, "declarative") for g in groups]
+    kl_batch = tokenize(lm.tokenizer, kl_prompts)
+    kl_batch_dev = kl_batch.to(lm.input_device)
+    with torch.no_grad():
+        ref_logits = lm.forward(kl_batch_dev)
+    rows_idx = torch.arange(len(kl_prompts), device=ref_logits.device)
+    ref_logp = torch.log_softmax(ref_logits[rows_idx, kl_batch_dev.last.to(ref_logits.device)].float(), -1)
+
+    u = torch.zeros(n_groups, lm.d_model, device=device, requires_grad=True)
+    opt = torch.optim.Adam([u], lr=cfg.lr)
+    labels = tb.labels.to(device)
+    losses: list[float] = []
+    recorded: dict[int, dict[tuple[str, str], torch.Tensor]] = {}
+    steps_run = 0
+    for step in range(cfg.steps):
+        steps_run = step + 1
+        delta = u * scale[:, None]  # (groups, d)
+        row_delta = delta.detach()[group].clone().requires_grad_(True)
+        with add_to_residual(lm, layer, tb.batch.subject_last, row_delta):
+            logits = lm.forward(tb.batch)
+        logp = torch.log_softmax(logits.float(), -1)
+        lab = labels.to(logp.device)
+        mask = lab != -100
+        tok_lp = logp.gather(-1, lab.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+        nll_rows = -(tok_lp.sum(-1) / mask.sum(-1).clamp(min=1))  # (rows,)
+        if not torch.isfinite(nll_rows).all():
+            raise NumericalError("the edit loss became non-finite; lower lr or use float32 for this model")
+        (row_grads,) = torch.autograd.grad(nll_rows.sum(), row_delta)
+        row_grads = row_grads.float()
+        nll_rows = nll_rows.detach().to(device)
+
+        # per (group, relation, template) leaf gradients; then per group the root gradient w.r.t. delta
+        grad_delta = torch.zeros(n_groups, lm.d_model, device=device)
+        group_loss = torch.zeros(n_groups, device=device)
+        rel_grads: dict[tuple[int, str], torch.Tensor] = {}
+        leaves: dict[tuple[int, str, int], list[int]] = {}
+        for i, key in enumerate(rows.leaf):
+            leaves.setdefault(key, []).append(i)
+        by_rel: dict[tuple[int, str], list[torch.Tensor]] = {}
+        rel_loss: dict[tuple[int, str], list[torch.Tensor]] = {}
+        for (g, rel, t), idx in leaves.items():
+            ix = torch.tensor(idx, device=device)
+            by_rel.setdefault((g, rel), []).append(row_grads[ix].mean(0))
+            rel_loss.setdefault((g, rel), []).append(nll_rows[ix].mean())
+        for (g, rel), grads in by_rel.items():
+            stack = torch.stack(grads)
+            rel_grads[(g, rel)] = geometric_median(stack, cfg.weiszfeld_iters) if mode == "hki" else stack.mean(0)
+            group_loss[g] += torch.stack(rel_loss[(g, rel)]).mean()
+        for g in range(n_groups):
+            gr = [v for (gg, _), v in rel_grads.items() if gg == g]
+            # joint: gradient of the summed relation losses; hki: mean of the relation centroids
+            grad_delta[g] = torch.stack(gr).mean(0) if mode == "hki" else torch.stack(gr).sum(0)
+        n_rel = torch.tensor([sum(1 for (gg, _) in rel_grads if gg == g) for g in range(n_groups)], device=device)
+        losses.append(float((group_loss / n_rel).mean()))
+        if step % cfg.record_every == 0 or step == cfg.steps - 1:
+            recorded[step] = {(requests[groups[g][0]].subject, rel): v.detach().cpu()
+                              for (g, rel), v in rel_grads.items()}
+        if all(float(l) < cfg.early_stop for l in nll_rows):
+            break
+
+        # regularisers on delta itself (per group): KL on "{subject} is a" and weight decay
+        opt.zero_grad()
+        delta = u * scale[:, None]
+        reg = torch.zeros((), device=device)
+        if cfg.kl > 0:
+            with add_to_residual(lm, layer, kl_batch.subject_last, delta):
+                kl_logits = lm.forward(kl_batch)
+            new_logp = torch.log_softmax(kl_logits[rows_idx.to(kl_logits.device),
+                                                   kl_batch_dev.last.to(kl_logits.device)].float(), -1)
+            kl_term = torch.nn.functional.kl_div(new_logp, ref_logp.to(new_logp.device), log_target=True,
+                                                 reduction="batchmean")
+            reg = reg + cfg.kl * kl_term.to(device) * n_groups
+        reg = reg + cfg.wd * (delta.norm(dim=1) / h_norm.to(device) ** 2).sum()
+        # chain rule: d loss / d u = (grad_delta + d reg / d delta) * scale
+        (reg + (delta * grad_delta).sum()).backward()
+        opt.step()
+        with torch.no_grad():  # clamp ‖δ‖ ≤ clamp·‖h‖  <=>  ‖u‖ ≤ clamp·√d
+            max_u = cfg.clamp * math.sqrt(lm.d_model)
+            norms = u.norm(dim=1, keepdim=True)
+            u.mul_(torch.where(norms > max_u, max_u / norms, torch.ones_like(norms)))
+        if log is not None:
+            log(f"step {step}: nll {losses[-1]:.3f}")
+    delta = (u * scale[:, None]).detach()
+    if not torch.isfinite(delta).all():
+        raise NumericalError("value optimisation produced non-finite targets; lower lr or use float32")
+    return ValueResult(
+        layer=layer, groups=tuple(names), members=tuple(tuple(g) for g in groups),
+        h=h.detach().float().cpu().T.contiguous(), delta=delta.float().cpu().T.contiguous(),
+        losses=tuple(losses), relation_grads=recorded, steps_run=steps_run, seconds=time.perf_counter() - t0,
+    )

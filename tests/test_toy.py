@@ -1,0 +1,193 @@
+"""Toy worlds: the synthetic world, its tokenizer, the shipped checkpoints and deterministic training."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import torch
+
+import geomprobe
+from geomprobe.data.forms import eval_prompts, render, train_prompts
+from geomprobe.data.requests import EditRequest, group_by_subject
+from geomprobe.toy.train import (
+    accuracy, decoder_layers, next_token_ids, subject_last_index, switch_rate, train_model,
+)
+from geomprobe.toy.world import (
+    World, build_tokenizer, eval_prompt_sets, toy_relation_templates, toy_requests, toy_world, training_prompts, words,
+)
+
+BUILTIN = Path(geomprobe.__file__).parent / "models" / "builtin"
+KINDS = ("gpt2", "llama")
+# Floors measured on the shipped checkpoints minus a margin (see train_report.json).
+HELDOUT_FLOOR = {"gpt2": 0.5, "llama": 0.5}
+SWITCH_FLOOR_LLAMA = 0.25
+
+
+@lru_cache(maxsize=None)
+def load(kind: str):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    d = BUILTIN / f"toy-{kind}"
+    model = AutoModelForCausalLM.from_pretrained(d, local_files_only=True).eval()
+    tok = AutoTokenizer.from_pretrained(d, local_files_only=True)
+    return model, tok
+
+
+def test_world_is_deterministic_under_a_seed():
+    a, b = toy_world.__wrapped__(0), toy_world.__wrapped__(0)
+    assert a.to_dict() == b.to_dict()
+    assert toy_world.__wrapped__(1).to_dict() != a.to_dict()
+    assert len(a.subjects) == 200 and len(set(a.subjects)) == 200
+    assert len(a.facts) == 800
+    assert any(" " in s for s in a.subjects) and any(" " not in s for s in a.subjects)
+    # every subject word belongs to one subject only
+    ws = [w for s in a.subjects for w in s.split()]
+    assert len(ws) == len(set(ws))
+    assert World.from_dict(json.loads(json.dumps(a.to_dict()))).to_dict() == a.to_dict()
+
+
+def test_templates_pools_and_vocabulary():
+    pools = toy_relation_templates()
+    assert 4 <= len(pools) <= 5
+    world = toy_world(0)
+    trained = {w for text, ans, _, _ in training_prompts(world) for w in words(text) + [ans]}
+    for rel, pool in pools.items():
+        assert len(pool.train) >= 10 and len(pool.eval_questions) >= 3
+        assert not {t for _, t in pool.train} & set(pool.eval_questions)
+        assert {f for f, _ in pool.train} == {"declarative", "question", "instruction"}
+        for q in pool.eval_questions:  # held out, but no unseen words
+            assert set(words(q.replace("{}", ""))) <= trained, q
+    # training text is exactly what forms.render produces
+    texts = {t for t, _, _, _ in training_prompts(world)}
+    s = world.subjects[0]
+    for r in train_prompts("home_city", s, templates=pools):
+        if r.form != "declarative":
+            assert r.text in texts
+    assert render(pools["occupation"].train[5][1], s, "instruction").text in texts
+
+
+def test_tokenizer_word_level_offsets_and_single_token_answers():
+    world = toy_world(0)
+    tok = build_tokenizer(world)
+    text = render(world.templates["home_city"].eval_questions[0], world.subjects[3], "instruction").text
+    enc = tok(text, return_offsets_mapping=True)
+    toks = enc.tokens()
+    assert "\n" in toks and "?" in toks and ":" in toks and "." in toks
+    assert tok.unk_token_id not in enc["input_ids"]
+    for (s, e), t in zip(enc["offset_mapping"], toks):
+        assert text[s:e] == t
+    for objs in world.objects.values():
+        for o in objs:
+            assert len(tok(" " + o, add_special_tokens=False)["input_ids"]) == 1
+    assert None not in (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id, tok.unk_token_id)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_checkpoint_dir_small_and_tokenizer_round_trips(kind):
+    from transformers import PreTrainedTokenizerFast
+
+    d = BUILTIN / f"toy-{kind}"
+    size = sum(f.stat().st_size for f in d.iterdir())
+    assert size < 5 * 2**20
+    assert (d / "model.safetensors").is_file() and (d / "world.json").is_file()
+    world = World.from_dict(json.loads((d / "world.json").read_text()))
+    assert world.to_dict() == toy_world(0).to_dict()  # shipped world == code's world
+    _, tok = load(kind)
+    fresh = build_tokenizer(world)
+    assert type(tok) is type(fresh) is PreTrainedTokenizerFast
+    assert tok.get_vocab() == fresh.get_vocab()
+    texts = [t for t, _ in eval_prompt_sets(world, list(world.facts[:40]))["heldout_instruction"]]
+    assert [tok(t)["input_ids"] for t in texts] == [fresh(t)["input_ids"] for t in texts]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_checkpoint_knows_its_facts(kind):
+    model, tok = load(kind)
+    world = toy_world(0)
+    sets = eval_prompt_sets(world)
+    decl = accuracy(model, tok, sets["declarative"])
+    assert decl >= 0.95
+    # held-out forms: a sample of facts keeps this fast
+    sample = eval_prompt_sets(world, list(world.facts[::4]))
+    for form in ("heldout_question", "heldout_instruction"):
+        acc = accuracy(model, tok, sample[form])
+        print(f"{kind} {form} accuracy {acc:.3f}")
+        assert acc > HELDOUT_FLOOR[kind], form
+    assert accuracy(model, tok, sample["train_question"]) >= 0.9
+
+
+def test_architectures():
+    from transformers.pytorch_utils import Conv1D
+
+    gpt2, _ = load("gpt2")
+    assert gpt2.config.model_type == "gpt2"
+    for block in decoder_layers(gpt2):
+        assert isinstance(block.mlp.c_proj, Conv1D) and isinstance(block.mlp.c_fc, Conv1D)
+    llama, _ = load("llama")
+    assert llama.config.model_type == "llama"
+    for block in decoder_layers(llama):
+        mlp = block.mlp
+        assert all(isinstance(getattr(mlp, n), torch.nn.Linear) for n in ("gate_proj", "up_proj", "down_proj"))
+        assert mlp.down_proj.in_features == llama.config.intermediate_size
+    for m in (gpt2, llama):
+        assert all(p.dtype == torch.float32 for p in m.parameters())
+
+
+def test_llama_answer_flows_through_subject_token():
+    model, tok = load("llama")
+    rate = switch_rate(model, tok, toy_world(0), layer=1, n=200)
+    print(f"llama switch rate at layer 1: {rate:.3f}")
+    assert rate >= SWITCH_FLOOR_LLAMA
+
+
+@pytest.mark.parametrize("same_subject", [True, False])
+def test_toy_requests_are_valid_and_match_the_models(same_subject):
+    world = toy_world(0)
+    reqs = toy_requests(n=8, seed=0, same_subject=same_subject)
+    assert len(reqs) == 8 and all(isinstance(r, EditRequest) for r in reqs)
+    assert [r.to_dict() for r in reqs] == [r.to_dict() for r in toy_requests(n=8, seed=0, same_subject=same_subject)]
+    groups = group_by_subject(reqs)
+    if same_subject:
+        assert len(groups) == 2 and all(len(g) == 4 for g in groups.values())
+    else:
+        assert len(groups) == 8
+    templates = toy_relation_templates()
+    for r in reqs:
+        assert r.target_true == world.answer(r.subject, r.relation)
+        assert r.target_new in world.objects[r.relation] and r.target_new != r.target_true
+        assert r.paraphrases and all(r.subject in p for p in r.paraphrases)
+        assert r.neighborhood and all(r.subject not in p for p in r.neighborhood)
+        assert len(eval_prompts(r, "question", templates=templates)) == 3
+        assert len(eval_prompts(r, "instruction", templates=templates)) == 3
+    for kind in KINDS:
+        model, tok = load(kind)
+        pred = next_token_ids(model, tok, [r.text for r in reqs])
+        assert tok.convert_ids_to_tokens(pred.tolist()) == [r.target_true for r in reqs], kind
+
+
+def test_subject_last_index_uses_offsets():
+    world = toy_world(0)
+    tok = build_tokenizer(world)
+    s = next(x for x in world.subjects if " " in x)
+    r = render(world.templates["employer"].declarative, s, "declarative")
+    enc = tok(r.text, return_offsets_mapping=True)
+    i = subject_last_index(enc["offset_mapping"], r.subject_span)
+    assert enc.tokens()[i] == s.split()[-1]
+
+
+def test_retraining_is_deterministic():
+    world = toy_world(0)
+    tok = build_tokenizer(world)
+    kw = dict(steps=3, log=None, d_model=16, n_head=2, n_layer=1, d_ff=32, batch=8)
+    a, _ = train_model("llama", world, tok, seed=0, **kw)
+    b, _ = train_model("llama", world, tok, seed=0, **kw)
+    c, _ = train_model("llama", world, tok, seed=1, **kw)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not all(torch.equal(sa[k], sc[k]) for k in sa)
+    g1, _ = train_model("gpt2", world, tok, seed=0, **kw)
+    g2, _ = train_model("gpt2", world, tok, seed=0, **kw)
+    assert all(torch.equal(x, y) for x, y in zip(g1.state_dict().values(), g2.state_dict().values()))
