@@ -1,5 +1,24 @@
-"""Probes: geometric measurements of edits, each returning a tidy pandas DataFrame."""
+"""Probes: geometric measurements of edits, each returning a tidy pandas DataFrame.
 
+=========================  ===============================================================
+``tolerance_radius``       ρ of the optimised value by Monte Carlo noise injection (fast / reference)
+``activation_deviation``   Δ = ‖ΔW (k_form − k_decl)‖ per form and update rule
+``gradient_conflict``      1 − |cos| between relation gradients of one subject
+``key_similarity``         key cosines across forms, subjects and layers
+``covariance_spectrum``    eigenvalues of C, condition number, effective rank; ``drift_in_spectrum``
+``subspace_drift``         LS_k, SS_i, norm ratio, top-k energy over sequential edits; ``perplexity``
+``whitened_key_similarity`` REP's whitened similarity of paraphrase / long-context keys
+=========================  ===============================================================
+"""
+
+from .conflict import conflict_score, conflict_table, gradient_conflict
+from .deviation import activation_deviation, counterfactual_delta
+from .drift import perplexity, subspace_drift
 from .key_similarity import cosine_matrix, form_keys, key_similarity
+from .spectrum import covariance_spectrum, drift_in_spectrum
+from .tolerance import tolerance_radius
+from .whitened import whitened_key_similarity, whitened_similarity
 
-__all__ = ["cosine_matrix", "form_keys", "key_similarity"]
+__all__ = ["activation_deviation", "conflict_score", "conflict_table", "cosine_matrix", "counterfactual_delta",
+           "covariance_spectrum", "drift_in_spectrum", "form_keys", "gradient_conflict", "key_similarity",
+           "perplexity", "subspace_drift", "tolerance_radius", "whitened_key_similarity", "whitened_similarity"]
