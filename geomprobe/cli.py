@@ -138,6 +138,19 @@ def _stats(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("bench")
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import SECTIONS, run_bench
+
+    only = tuple(args.only.split(",")) if args.only else SECTIONS
+    bad = [o for o in only if o not in SECTIONS]
+    if bad:
+        raise GeomprobeError(f"unknown bench section {bad[0]!r}; use {', '.join(SECTIONS)}")
+    run_bench(model=args.model, requests=args.requests, only=only, out=Path(args.out) if args.out else None,
+              device=args.device, n_subjects=args.subjects)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geomprobe", description="Geometric diagnostics of knowledge editing in LLMs.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -161,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     s_.add_argument("--corpus", default="builtin", help="builtin, a .txt/.jsonl file, or a datasets name")
     s_.add_argument("--n-tokens", type=int, default=100_000)
     s_.add_argument("--max-len", type=int, default=128)
+    b = sub.add_parser("bench", help="performance targets as ratios measured in one run")
+    b.add_argument("--model", default="smollm2-135m")
+    b.add_argument("--requests", default="same-subject")
+    b.add_argument("--only", default=None, help="comma-separated: covariance, editors, tolerance")
+    b.add_argument("--subjects", type=int, default=10)
+    b.add_argument("--out", default=None)
+    b.add_argument("--device", default=None)
     for q in (e, s_):
         q.add_argument("--device", default=None)
         q.add_argument("--dtype", default=None)

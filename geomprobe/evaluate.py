@@ -66,7 +66,7 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from .data.forms import RelationTemplates, Rendered, builtin_templates, eval_prompts, render
+from .data.forms import RelationTemplates, Rendered, builtin_templates, eval_prompts
 from .data.requests import EditRequest, Query
 from .errors import GeomprobeError
 from .positions import Batch, tokenize

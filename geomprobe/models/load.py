@@ -211,7 +211,7 @@ def _check_layout(lm: LM) -> None:
 
 def _identity(lm: LM, source: str) -> dict:
     """Model fingerprint for caches: name, model type, config hash and a checksum of layer-0 weights."""
-    cfg = lm.model.config.to_dict()
+    cfg = {k: v for k, v in lm.model.config.to_dict().items() if k not in ("_name_or_path", "name_or_path")}
     cfg_hash = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
     w = lm.weight(0).detach().float().cpu()
     w_sum = f"{float(w.sum()):.6e}/{float(w.abs().sum()):.6e}"

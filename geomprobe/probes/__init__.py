@@ -15,10 +15,11 @@ from .conflict import conflict_score, conflict_table, gradient_conflict
 from .deviation import activation_deviation, counterfactual_delta
 from .drift import perplexity, subspace_drift
 from .key_similarity import cosine_matrix, form_keys, key_similarity
+from .layers import subject_switch_rate
 from .spectrum import covariance_spectrum, drift_in_spectrum
 from .tolerance import tolerance_radius
 from .whitened import whitened_key_similarity, whitened_similarity
 
 __all__ = ["activation_deviation", "conflict_score", "conflict_table", "cosine_matrix", "counterfactual_delta",
            "covariance_spectrum", "drift_in_spectrum", "form_keys", "gradient_conflict", "key_similarity",
-           "perplexity", "subspace_drift", "tolerance_radius", "whitened_key_similarity", "whitened_similarity"]
+           "perplexity", "subject_switch_rate", "subspace_drift", "tolerance_radius", "whitened_key_similarity", "whitened_similarity"]

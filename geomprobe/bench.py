@@ -1,0 +1,110 @@
+"""``geomprobe bench``: performance targets measured side by side in one run, printed as ratios.
+
+Sections (``--only``):
+
+* ``covariance`` — all edit layers in one pass vs one pass per layer (early-stopping and full-model
+  per-layer baselines), and the plain forward throughput.
+* ``editors`` — RoSE vs MEMIT-Merge on the same batch: wall time and peak memory (paper Fig. 18:
+  RoSE 13.1 s / 22.1 GB vs MEMIT-Merge 15.0 s / 24.7 GB on a 7B model).
+* ``tolerance`` — the tolerance radius by the paper's procedure vs the fast estimator over ≥ 10
+  subjects: wall-time ratio (target ≥ 50×) and the largest disagreement in units of the reference step.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+SECTIONS = ("covariance", "editors", "tolerance")
+
+
+def _first_per_subject(requests, n: int):
+    seen, out = set(), []
+    for r in requests:
+        if r.subject not in seen:
+            seen.add(r.subject)
+            out.append(r)
+        if len(out) == n:
+            break
+    return out
+
+
+def bench_editors(lm, requests, names: Sequence[str] = ("memit-merge", "rose"), n_tokens: int = 20_000) -> pd.DataFrame:
+    """Edit time and peak memory per editor on the same batch (covariance cache built before timing)."""
+    import geomprobe as gp
+
+    from .stats import key_covariance
+
+    cfg = gp.editors.preset_for(lm).with_(n_tokens=n_tokens)
+    key_covariance(lm, list(cfg.layers), corpus=cfg.corpus, n_tokens=cfg.n_tokens, max_len=cfg.max_len,
+                   progress=False)  # C is cached statistics, not editing work: build it once up front
+    rows = []
+    for name in names:
+        upd = gp.editors.get(name, config=cfg).compute(lm, requests)
+        rows.append({"editor": name, "seconds": upd.seconds, "peak_memory_mb": upd.peak_memory_mb,
+                     "value_seconds": upd.value.seconds, "steps_run": upd.value.steps_run,
+                     "n_requests": len(requests), "n_columns": len(upd.columns)})
+    return pd.DataFrame(rows)
+
+
+def bench_tolerance(lm, requests, n_subjects: int = 10, trials: int = 10, editor: str = "memit") -> pd.DataFrame:
+    """Reference vs fast tolerance radius on one request per subject, same noise directions."""
+    import geomprobe as gp
+
+    reqs = _first_per_subject(requests, n_subjects)
+    upd = gp.editors.get(editor, config=gp.editors.preset_for(lm).with_(n_tokens=5_000)).compute(lm, reqs)
+    out = []
+    for method in ("reference", "fast"):
+        t0 = time.perf_counter()
+        df = gp.probes.tolerance_radius(lm, upd, trials=trials, method=method)
+        df["total_seconds"] = time.perf_counter() - t0
+        out.append(df)
+    return pd.concat(out, ignore_index=True)
+
+
+def run_bench(model: str = "smollm2-135m", requests: str = "same-subject", only: Sequence[str] = SECTIONS,
+              out: Path | None = None, device: str | None = None, n_subjects: int = 10) -> dict[str, Any]:
+    import geomprobe as gp
+
+    from .stats import bench_covariance
+
+    lm = gp.load_model(model, device=device)
+    reqs = gp.load_requests(requests)
+    layers = list(gp.editors.preset_for(lm).layers)
+    report: dict[str, Any] = {"model": lm.name, "device": str(lm.input_device), "dtype": str(lm.dtype)}
+    if "covariance" in only:
+        c = bench_covariance(lm, layers, n_tokens=4_000, max_len=128)
+        report["covariance"] = c
+        print(f"covariance, layers {layers}, {c['n_tokens']} tokens: one pass {c['one_pass_s']:.2f} s | per layer, "
+              f"early stop {c['per_layer_s']:.2f} s ({c['speedup']:.2f}x) | per layer, full model "
+              f"{c['per_layer_full_s']:.2f} s ({c['speedup_vs_full']:.2f}x; target >= {0.8 * len(layers):.1f}x) | "
+              f"one pass {c['one_pass_tok_s']:.0f} tok/s vs plain forward {c['forward_tok_s']:.0f} tok/s")
+    if "editors" in only:
+        subjects = _first_per_subject(reqs, 4)
+        batch = [r for r in reqs if r.subject in {s.subject for s in subjects}]
+        e = bench_editors(lm, batch)
+        report["editors"] = e.to_dict("records")
+        m, r = e.set_index("editor").loc["memit-merge"], e.set_index("editor").loc["rose"]
+        print(f"editors, {len(batch)} requests / {len(subjects)} subjects: RoSE {r.seconds:.1f} s, "
+              f"{r.peak_memory_mb:.0f} MB | MEMIT-Merge {m.seconds:.1f} s, {m.peak_memory_mb:.0f} MB | "
+              f"time ratio RoSE/MEMIT-Merge {r.seconds / m.seconds:.2f} (target <= 1; paper 13.1/15.0 = 0.87)")
+    if "tolerance" in only:
+        t = bench_tolerance(lm, reqs, n_subjects=n_subjects)
+        ref, fast = t[t.method == "reference"].reset_index(), t[t.method == "fast"].reset_index()
+        ratio = ref["total_seconds"].iloc[0] / fast["total_seconds"].iloc[0]
+        gap = float(((ref["value"] - fast["value"]).abs() / ref["step"]).max())
+        report["tolerance"] = {"n": len(ref), "reference_s": float(ref["total_seconds"].iloc[0]),
+                               "fast_s": float(fast["total_seconds"].iloc[0]), "ratio": float(ratio),
+                               "max_disagreement_steps": gap, "reference_evals": int(ref["evaluations"].sum()),
+                               "fast_evals": int(fast["evaluations"].sum())}
+        print(f"tolerance radius, {len(ref)} subjects: reference {ref['total_seconds'].iloc[0]:.1f} s vs fast "
+              f"{fast['total_seconds'].iloc[0]:.2f} s -> {ratio:.0f}x (target >= 50x); largest disagreement "
+              f"{gap:.2f} reference steps (target <= 1)")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "bench.json").write_text(json.dumps(report, indent=1, default=str))
+    return report

@@ -1,0 +1,82 @@
+"""Which layers carry the subject at its last token: a residual-patching layer sweep.
+
+For two requests of the same relation and prompt template with different subjects A and B, the residual
+stream after block ``l`` at A's subject-last token is replaced by B's (same position in B's prompt), and
+the run counts as a *switch* when the prediction at the end of A's prompt becomes B's prediction.
+A high switch rate at layer ``l`` means the answer still flows through the subject token there — the
+precondition for locate-then-edit editing at the MLPs up to ``l``.  geomprobe's edit-layer presets for
+the toys and SmolLM2 are read off this curve (``figures/layer_sweep.csv``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from ..data.forms import render
+from ..data.requests import EditRequest
+from ..errors import GeomprobeError
+from ..hooks import add_to_residual, override_value, read
+from ..models.load import LM
+from ..positions import tokenize
+
+
+def same_template_pairs(requests: Sequence[EditRequest], max_pairs: int = 40) -> list[tuple[EditRequest, EditRequest]]:
+    """Pairs (A, B) of requests with the same prompt template and different subjects, round robin."""
+    by_prompt: dict[str, list[EditRequest]] = {}
+    for r in requests:
+        by_prompt.setdefault(r.prompt, [])
+        if all(x.subject != r.subject for x in by_prompt[r.prompt]):
+            by_prompt[r.prompt].append(r)
+    pairs = []
+    for rs in by_prompt.values():
+        pairs += [(rs[i], rs[(i + 1) % len(rs)]) for i in range(len(rs)) if len(rs) > 1]
+    return pairs[:max_pairs]
+
+
+def subject_switch_rate(lm: LM, requests: Sequence[EditRequest], layers: Sequence[int] | None = None,
+                        max_pairs: int = 40, site: str = "resid") -> pd.DataFrame:
+    """Switch rate per layer (see the module docstring).
+
+    Args:
+        site: ``"resid"`` patches the residual stream after block ``l``; ``"mlp"`` patches only the MLP
+            output (the rewrite module's value) of block ``l`` — the share one layer's MLP carries alone.
+
+    Returns:
+        tidy DataFrame ``layer, site, metric ("switch_rate"), value, n_pairs, n_differ`` where only pairs
+        whose unpatched predictions differ count.
+    """
+    if site not in ("resid", "mlp"):
+        raise GeomprobeError(f"site must be 'resid' or 'mlp', got {site!r}")
+    kind = "resid" if site == "resid" else "value"
+    pairs = same_template_pairs(requests, max_pairs)
+    if not pairs:
+        raise GeomprobeError("no two requests share a prompt template with different subjects; pass more requests")
+    layers = list(layers) if layers is not None else list(range(lm.n_layers))
+    A = tokenize(lm.tokenizer, [render(a.prompt, a.subject, "declarative") for a, _ in pairs])
+    B = tokenize(lm.tokenizer, [render(b.prompt, b.subject, "declarative") for _, b in pairs])
+    with torch.no_grad(), read(lm, layers, (kind,), positions=A.subject_last) as ra:
+        la = lm.forward(A)
+    with torch.no_grad(), read(lm, layers, (kind,), positions=B.subject_last) as rb:
+        lb = lm.forward(B)
+    rows_a = torch.arange(len(pairs))
+    pred_a = la[rows_a, A.last.to(la.device)].argmax(-1).cpu()
+    pred_b = lb[rows_a, B.last.to(lb.device)].argmax(-1).cpu()
+    differ = pred_a != pred_b
+    out = []
+    for layer in layers:
+        if site == "resid":
+            diff = (rb["resid"][layer] - ra["resid"][layer]).float()
+            with torch.no_grad(), add_to_residual(lm, layer, A.subject_last, diff):
+                lp = lm.forward(A)
+        else:
+            with torch.no_grad(), override_value(lm, layer, A.subject_last, rb["value"][layer]):
+                lp = lm.forward(A)
+        patched = lp[rows_a, A.last.to(lp.device)].argmax(-1).cpu()
+        switched = (patched == pred_b) & differ
+        out.append({"layer": layer, "site": site, "metric": "switch_rate",
+                    "value": float(switched.sum()) / max(int(differ.sum()), 1),
+                    "n_pairs": len(pairs), "n_differ": int(differ.sum())})
+    return pd.DataFrame(out)
