@@ -6,7 +6,7 @@
     k = gp.keys(lm, prompts, subjects, layers=[4, 5, 6])   # (n_prompts, n_layers, d_mlp)
 """
 
-from . import editors, hooks, linalg, probes
+from . import editors, evaluate, hooks, linalg, probes, stats
 from .data import EditRequest, Query, load_requests, render
 from .errors import GeomprobeError
 from .keys import keys
@@ -15,5 +15,5 @@ from .positions import tokenize
 
 __version__ = "0.1.0"
 
-__all__ = ["EditRequest", "GeomprobeError", "LM", "Query", "editors", "hooks", "linalg", "probes", "keys", "load_model", "load_requests",
+__all__ = ["EditRequest", "GeomprobeError", "LM", "Query", "editors", "evaluate", "hooks", "linalg", "probes", "stats", "keys", "load_model", "load_requests",
            "render", "tokenize", "__version__"]

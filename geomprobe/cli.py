@@ -69,7 +69,7 @@ def _layers(text: str | None) -> tuple[int, ...] | None:
 @command("edit")
 def _edit(args: argparse.Namespace) -> int:
     import geomprobe as gp
-    from .evaluate import evaluate, reference_predictions, summarize, to_markdown
+    from .evaluate import evaluate, reference_predictions, summarize, to_markdown  # noqa: F811
 
     lm = gp.load_model(args.model, dtype=args.dtype, device=args.device)
     requests = gp.load_requests(args.requests)

@@ -173,7 +173,7 @@ class Reference:
 
 
 def reference_predictions(lm: Any, requests: Sequence[EditRequest], forms: Sequence[str] = LOCALITY_FORMS,
-                          max_new_tokens: int = 16, batch_size: int = 16,
+                          max_new_tokens: int = 0, batch_size: int = 16,
                           templates: dict[str, RelationTemplates] | None = None) -> Reference:
     """Pre-edit predictions on the neighbourhood prompts, for locality.
 
@@ -192,7 +192,9 @@ def reference_predictions(lm: Any, requests: Sequence[EditRequest], forms: Seque
         requests: the requests to be evaluated later (a subset of them may be evaluated).
         forms: forms to render neighbourhood prompts in (subset of :data:`LOCALITY_FORMS`;
             ``paraphrase`` is accepted and ignored, paraphrases reuse the declarative neighbourhood).
-        max_new_tokens: greedy continuation length kept for ``evaluate(generation=True)``.
+        max_new_tokens: greedy continuation length kept for ``evaluate(generation=True)``; the default 0
+            keeps only as many tokens as the true target has (enough for ``prob`` and ``token_acc``
+            locality; generation locality then is skipped with a warning), which is far cheaper.
         batch_size: prompts per forward.
         templates: template pools per relation (default: the built-in ones).
 
@@ -201,7 +203,7 @@ def reference_predictions(lm: Any, requests: Sequence[EditRequest], forms: Seque
     """
     requests = _check_requests(requests)
     forms = tuple(f for f in _check_forms(forms) if f in LOCALITY_FORMS)
-    _check_counts(max_new_tokens, batch_size)
+    _check_counts(max(max_new_tokens, 1), batch_size)
     tok = lm.tokenizer
     found: list[tuple[int, str, int, Rendered]] = []
     for i, req in enumerate(requests):

@@ -178,6 +178,6 @@ def test_spot_check_facts(same_subject):
     assert facts[("Microsoft", "founder")] == "Bill Gates"
     assert facts[("Eiffel Tower", "landmark_city")] == "Paris"
     assert facts[("iPhone", "maker")] == "Apple"
-    assert facts[("Albert Einstein", "occupation")] == "physicist"
+    assert facts[("Albert Einstein", "profession")] == "physicist"
     kinds = Counter(r.relation for r in same_subject)
     assert kinds["capital"] >= 10 and kinds["maker"] >= 5

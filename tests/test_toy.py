@@ -22,8 +22,8 @@ from geomprobe.toy.world import (
 BUILTIN = Path(geomprobe.__file__).parent / "models" / "builtin"
 KINDS = ("gpt2", "llama")
 # Floors measured on the shipped checkpoints minus a margin (see train_report.json).
-HELDOUT_FLOOR = {"gpt2": 0.5, "llama": 0.5}
-SWITCH_FLOOR_LLAMA = 0.25
+# shipped: gpt2 0.955 / 0.958, llama 0.949 / 0.950 (held-out question / instruction, all facts)
+HELDOUT_FLOOR = {"gpt2": 0.85, "llama": 0.85}
 
 
 @lru_cache(maxsize=None)
@@ -110,8 +110,7 @@ def test_checkpoint_knows_its_facts(kind):
     sets = eval_prompt_sets(world)
     decl = accuracy(model, tok, sets["declarative"])
     assert decl >= 0.95
-    # held-out forms: a sample of facts keeps this fast
-    sample = eval_prompt_sets(world, list(world.facts[::4]))
+    sample = sets
     for form in ("heldout_question", "heldout_instruction"):
         acc = accuracy(model, tok, sample[form])
         print(f"{kind} {form} accuracy {acc:.3f}")
@@ -136,11 +135,23 @@ def test_architectures():
         assert all(p.dtype == torch.float32 for p in m.parameters())
 
 
-def test_llama_answer_flows_through_subject_token():
-    model, tok = load("llama")
-    rate = switch_rate(model, tok, toy_world(0), layer=1, n=200)
-    print(f"llama switch rate at layer 1: {rate:.3f}")
-    assert rate >= SWITCH_FLOOR_LLAMA
+def test_switch_rate_matches_the_shipped_report():
+    """The subject-token switch rate is recomputed exactly as reported (deterministic sampling).
+
+    The shipped toys route little of the answer through the subject token (llama ~0.07 at block 0,
+    gpt2 0.0); this pins those numbers so a retrained checkpoint that changes them is noticed.
+    """
+    world = toy_world(0)
+    for kind in KINDS:
+        model, tok = load(kind)
+        report = json.loads((BUILTIN / f"toy-{kind}" / "train_report.json").read_text())
+        for layer in ("0", "1"):
+            rate = switch_rate(model, tok, world, layer=int(layer), n=300, form="declarative")
+            print(f"{kind} switch rate at block {layer}: {rate:.3f}")
+            assert 0.0 <= rate <= 1.0
+            assert abs(rate - report["switch_rate"]["declarative"][layer]) < 0.01
+    llama, tok = load("llama")
+    assert switch_rate(llama, tok, world, layer=0, n=300) > 0.02
 
 
 @pytest.mark.parametrize("same_subject", [True, False])

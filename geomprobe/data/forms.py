@@ -92,9 +92,16 @@ class RelationTemplates:
 
 @lru_cache(maxsize=None)
 def builtin_templates() -> dict[str, RelationTemplates]:
-    """Template pools of the built-in relations (``data/builtin/relations.json``)."""
+    """Template pools of the built-in relations (``data/builtin/relations.json``) and of the toy world."""
+    from ..toy.world import toy_relation_templates
+
     raw = json.loads(resources.files("geomprobe.data").joinpath("builtin/relations.json").read_text("utf-8"))
-    return {rel: RelationTemplates.from_dict(rel, d) for rel, d in raw.items()}
+    pools = {rel: RelationTemplates.from_dict(rel, d) for rel, d in raw.items()}
+    toy = toy_relation_templates()
+    clash = set(pools) & set(toy)
+    if clash:
+        raise RequestFormatError(f"relations {sorted(clash)} are defined twice (built-in and toy world); rename one")
+    return {**pools, **toy}
 
 
 def has_chat_template(tokenizer: Any) -> bool:

@@ -33,7 +33,7 @@ from .world import World, build_tokenizer, eval_prompt_sets, toy_world, training
 
 #: Recommended configurations (DESIGN §3); ``steps``/``lr``/``batch`` are training settings.
 CONFIGS: dict[str, dict[str, Any]] = {
-    "gpt2": dict(n_layer=4, d_model=64, n_head=4, d_ff=256, lr=6e-3, steps=3000, batch=64, prefix_p=0.3),
+    "gpt2": dict(n_layer=4, d_model=64, n_head=4, d_ff=256, lr=1e-2, steps=5000, batch=64, prefix_p=0.3),
     "llama": dict(n_layer=4, d_model=128, n_head=4, d_ff=336, lr=3e-3, steps=2600, batch=64, prefix_p=0.3),
 }
 MAX_POSITIONS = 128
