@@ -14,6 +14,7 @@ from geomprobe.probes import (activation_deviation, conflict_score, conflict_tab
 
 
 def test_conflict_of_identical_is_0_and_of_orthogonal_is_1():
+    torch.manual_seed(0)
     g = torch.randn(50)
     assert conflict_score(g, g) == pytest.approx(0.0, abs=1e-12)
     assert conflict_score(g, -3 * g) == pytest.approx(0.0, abs=1e-12)
@@ -51,6 +52,7 @@ def test_whitened_similarity_matches_numpy():
 
 
 def test_covariance_spectrum_and_drift_amplification():
+    torch.manual_seed(0)
     evals = torch.tensor([100.0, 10.0, 1.0, 0.01])
     Q, _ = torch.linalg.qr(torch.randn(4, 4, dtype=torch.float64))
     C = Q @ torch.diag(evals.double()) @ Q.T
@@ -73,6 +75,7 @@ def test_covariance_spectrum_and_drift_amplification():
 
 
 def test_subspace_drift_is_one_for_unchanged_weights_and_drops_for_a_big_edit():
+    torch.manual_seed(0)
     W0 = torch.randn(20, 30)
     df = subspace_drift(W0, [W0.clone(), W0 + 10 * torch.randn(20, 30)], k=5, n_directions=3)
     ls = df[df.metric == "LS_k"].set_index("step")["value"]

@@ -21,9 +21,20 @@ from geomprobe.toy.world import (
 
 BUILTIN = Path(geomprobe.__file__).parent / "models" / "builtin"
 KINDS = ("gpt2", "llama")
+# The world each shipped checkpoint was trained on: toy-llama on the default world, toy-gpt2 on the
+# older "mixed" one- and two-word names.
+NAME_STYLE = {"gpt2": "mixed", "llama": "shared-two-word"}
+
+
+def world_of(kind: str) -> World:
+    return toy_world(0, name_style=NAME_STYLE[kind])
 # Floors measured on the shipped checkpoints minus a margin (see train_report.json).
 # shipped: gpt2 0.955 / 0.958, llama 0.949 / 0.950 (held-out question / instruction, all facts)
 HELDOUT_FLOOR = {"gpt2": 0.85, "llama": 0.85}
+# toy-llama's declarative switch rate at block 0 or 1 (the larger), measured on the shipped checkpoint
+# minus a margin: SWITCH_SHIPPED - 0.05.
+SWITCH_SHIPPED = 0.0
+SWITCH_FLOOR = SWITCH_SHIPPED - 0.05
 
 
 @lru_cache(maxsize=None)
@@ -40,13 +51,34 @@ def test_world_is_deterministic_under_a_seed():
     a, b = toy_world.__wrapped__(0), toy_world.__wrapped__(0)
     assert a.to_dict() == b.to_dict()
     assert toy_world.__wrapped__(1).to_dict() != a.to_dict()
+    assert a.to_dict() == toy_world(0, name_style="shared-two-word").to_dict()  # the default style
     assert len(a.subjects) == 200 and len(set(a.subjects)) == 200
     assert len(a.facts) == 800
-    assert any(" " in s for s in a.subjects) and any(" " not in s for s in a.subjects)
-    # every subject word belongs to one subject only
-    ws = [w for s in a.subjects for w in s.split()]
-    assert len(ws) == len(set(ws))
     assert World.from_dict(json.loads(json.dumps(a.to_dict()))).to_dict() == a.to_dict()
+    with pytest.raises(ValueError):
+        toy_world(0, name_style="three-word")
+
+
+def test_shared_two_word_names_need_both_words_in_order():
+    world = toy_world(0)
+    names = set(world.subjects)
+    assert all(len(s.split()) == 2 for s in world.subjects)
+    counts: dict[str, int] = {}
+    for s in world.subjects:
+        for w in s.split():
+            counts[w] = counts.get(w, 0) + 1
+    assert min(counts.values()) >= 2  # no single word identifies a subject
+    assert all(" ".join(s.split()[::-1]) in names for s in world.subjects)  # nor does the set of words
+    tok = build_tokenizer(world)
+    assert {len(tok(s, add_special_tokens=False)["input_ids"]) for s in world.subjects} == {2}
+
+
+def test_mixed_world_keeps_one_word_per_subject():
+    m = toy_world(0, name_style="mixed")
+    assert len(m.subjects) == 200 and len(set(m.subjects)) == 200
+    assert any(" " in s for s in m.subjects) and any(" " not in s for s in m.subjects)
+    ws = [w for s in m.subjects for w in s.split()]
+    assert len(ws) == len(set(ws))  # every subject word belongs to one subject only
 
 
 def test_templates_pools_and_vocabulary():
@@ -94,7 +126,7 @@ def test_checkpoint_dir_small_and_tokenizer_round_trips(kind):
     assert size < 5 * 2**20
     assert (d / "model.safetensors").is_file() and (d / "world.json").is_file()
     world = World.from_dict(json.loads((d / "world.json").read_text()))
-    assert world.to_dict() == toy_world(0).to_dict()  # shipped world == code's world
+    assert world.to_dict() == world_of(kind).to_dict()  # shipped world == code's world
     _, tok = load(kind)
     fresh = build_tokenizer(world)
     assert type(tok) is type(fresh) is PreTrainedTokenizerFast
@@ -106,7 +138,7 @@ def test_checkpoint_dir_small_and_tokenizer_round_trips(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_checkpoint_knows_its_facts(kind):
     model, tok = load(kind)
-    world = toy_world(0)
+    world = world_of(kind)
     sets = eval_prompt_sets(world)
     decl = accuracy(model, tok, sets["declarative"])
     assert decl >= 0.95
@@ -138,12 +170,13 @@ def test_architectures():
 def test_switch_rate_matches_the_shipped_report():
     """The subject-token switch rate is recomputed exactly as reported (deterministic sampling).
 
-    The shipped toys route little of the answer through the subject token (llama ~0.07 at block 0,
-    gpt2 0.0); this pins those numbers so a retrained checkpoint that changes them is noticed.
+    toy-llama is trained on subjects composed of two shared words and selected for a high switch
+    rate, so its answers flow through the subject's last token (what ROME/MEMIT edit); toy-gpt2,
+    trained on mostly unique one-word names, routes almost nothing through it.
     """
-    world = toy_world(0)
     for kind in KINDS:
         model, tok = load(kind)
+        world = world_of(kind)
         report = json.loads((BUILTIN / f"toy-{kind}" / "train_report.json").read_text())
         for layer in ("0", "1"):
             rate = switch_rate(model, tok, world, layer=int(layer), n=300, form="declarative")
@@ -151,13 +184,17 @@ def test_switch_rate_matches_the_shipped_report():
             assert 0.0 <= rate <= 1.0
             assert abs(rate - report["switch_rate"]["declarative"][layer]) < 0.01
     llama, tok = load("llama")
-    assert switch_rate(llama, tok, world, layer=0, n=300) > 0.02
+    world = world_of("llama")
+    best = max(switch_rate(llama, tok, world, layer=l, n=300) for l in (0, 1))
+    assert best >= SWITCH_FLOOR
 
 
 @pytest.mark.parametrize("same_subject", [True, False])
 def test_toy_requests_are_valid_and_match_the_models(same_subject):
     world = toy_world(0)
     reqs = toy_requests(n=8, seed=0, same_subject=same_subject)
+    assert [r.to_dict() for r in reqs] == [r.to_dict() for r in geomprobe.load_requests("toy", n=8, seed=0,
+                                                                                         same_subject=same_subject)]
     assert len(reqs) == 8 and all(isinstance(r, EditRequest) for r in reqs)
     assert [r.to_dict() for r in reqs] == [r.to_dict() for r in toy_requests(n=8, seed=0, same_subject=same_subject)]
     groups = group_by_subject(reqs)
@@ -173,10 +210,11 @@ def test_toy_requests_are_valid_and_match_the_models(same_subject):
         assert r.neighborhood and all(r.subject not in p for p in r.neighborhood)
         assert len(eval_prompts(r, "question", templates=templates)) == 3
         assert len(eval_prompts(r, "instruction", templates=templates)) == 3
-    for kind in KINDS:
+    for kind in KINDS:  # the default world is toy-llama's; toy-gpt2's requests need its own world
         model, tok = load(kind)
-        pred = next_token_ids(model, tok, [r.text for r in reqs])
-        assert tok.convert_ids_to_tokens(pred.tolist()) == [r.target_true for r in reqs], kind
+        kreqs = toy_requests(n=8, seed=0, same_subject=same_subject, world=world_of(kind))
+        pred = next_token_ids(model, tok, [r.text for r in kreqs])
+        assert tok.convert_ids_to_tokens(pred.tolist()) == [r.target_true for r in kreqs], kind
 
 
 def test_subject_last_index_uses_offsets():

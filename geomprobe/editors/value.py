@@ -19,6 +19,9 @@ residual norms differ 100× (toy norms are 100–900).  ``δ`` is therefore para
 ``δ = u · ‖h‖ / √d`` and Adam runs on ``u``; with ``lr = 0.5`` one step moves ``δ`` by about half of
 ``‖h‖`` at most, as MEMIT's fixed step does on GPT-J.
 
+The residual after block L does not depend on δ, so it is computed once and every optimisation step
+resumes the forward from block L+1 (:func:`geomprobe.hooks.resume_from`).
+
 One backward per step yields every per-prompt gradient: each row of the batch gets its own copy of its
 ``δ`` as a leaf, and rows do not interact, so ``rows.grad[i]`` is exactly the gradient of prompt ``i``'s loss.
 """
@@ -35,7 +38,7 @@ import torch
 from ..data.forms import Rendered, render, train_prompts
 from ..data.requests import EditRequest
 from ..errors import GeomprobeError, NumericalError
-from ..hooks import add_to_residual, read
+from ..hooks import add_to_residual, read, resume_from
 from ..models.load import LM
 from ..positions import tokenize
 from ..scoring import TargetBatch, with_targets
@@ -156,7 +159,8 @@ def _build_rows(lm: LM, requests: Sequence[EditRequest], groups: list[list[int]]
                     targets.append(r.target_new)
                     group_of.append(g)
                     leaf.append((g, r.relation, 0))
-    tb = with_targets(lm.tokenizer, prompts, targets)
+    # left padding: every row's target tokens sit at the end, so the LM head runs on the last few positions only
+    tb = with_targets(lm.tokenizer, prompts, targets, padding_side="left")
     return _Rows(tb, torch.tensor(group_of), leaf)
 
 
@@ -200,9 +204,13 @@ def optimize_values(lm: LM, requests: Sequence[EditRequest], layer: int, mode: s
     group = rows.group.to(device)
 
     # h: residual after block L at the subject's last token, per row and per group
-    with torch.no_grad(), read(lm, [layer], ("resid",), positions=tb.batch.subject_last) as r:
+    # The residual after block L does not depend on δ: keep it, and resume every step from block L+1.
+    with torch.no_grad(), read(lm, [layer], ("resid",)) as r:
         lm.forward(tb.batch)
-    h_rows = r["resid"][layer].float()  # (rows, d)
+    hidden = r["resid"][layer]  # (rows, seq, d), model dtype
+    rows_all = torch.arange(len(hidden), device=hidden.device)
+    subj = tb.batch.subject_last.to(hidden.device)
+    h_rows = hidden[rows_all, subj].float()  # (rows, d)
     h = torch.zeros(n_groups, lm.d_model, device=h_rows.device).index_add_(0, group.to(h_rows.device), h_rows)
     h = h / torch.bincount(group, minlength=n_groups).to(h.device)[:, None].float()
     h_norm = h.norm(dim=1).clamp_min(1e-6)  # (groups,)
@@ -219,7 +227,8 @@ def optimize_values(lm: LM, requests: Sequence[EditRequest], layer: int, mode: s
 
     u = torch.zeros(n_groups, lm.d_model, device=device, requires_grad=True)
     opt = torch.optim.Adam([u], lr=cfg.lr)
-    labels = tb.labels.to(device)
+    keep = int(tb.n_target.max()) + 1  # label positions are the last n_target + 1 positions, minus the final one
+    labels = tb.labels[:, -keep:].to(device)
     losses: list[float] = []
     recorded: dict[int, dict[tuple[str, str], torch.Tensor]] = {}
     steps_run = 0
@@ -227,8 +236,10 @@ def optimize_values(lm: LM, requests: Sequence[EditRequest], layer: int, mode: s
         steps_run = step + 1
         delta = u * scale[:, None]  # (groups, d)
         row_delta = delta.detach()[group].clone().requires_grad_(True)
-        with add_to_residual(lm, layer, tb.batch.subject_last, row_delta):
-            logits = lm.forward(tb.batch)
+        bump = torch.zeros(hidden.shape, device=hidden.device, dtype=row_delta.dtype).index_put(
+            (rows_all, subj), row_delta.to(hidden.device))
+        with resume_from(lm, layer + 1, hidden + bump.to(hidden.dtype)):
+            logits = lm.forward(tb.batch, logits_to_keep=keep)
         logp = torch.log_softmax(logits.float(), -1)
         lab = labels.to(logp.device)
         mask = lab != -100

@@ -227,8 +227,15 @@ def _encode_training(world: World, tokenizer: Any) -> tuple[list[list[int]], tor
 
 
 def train_model(kind: str, world: World, tokenizer: Any, seed: int = 0, steps: int | None = None,
-                threads: int = 1, log: Callable[[str], None] | None = print, **overrides: Any) -> tuple[torch.nn.Module, dict]:
-    """Train a toy model in memory; returns ``(model, info)``."""
+                threads: int = 1, log: Callable[[str], None] | None = print,
+                on_eval: Callable[[int, torch.nn.Module], None] | None = None, eval_every: int = 0,
+                **overrides: Any) -> tuple[torch.nn.Module, dict]:
+    """Train a toy model in memory; returns ``(model, info)``.
+
+    ``on_eval(step, model)`` is called every ``eval_every`` steps (and after the last step) with the
+    model in eval mode; it must not touch the model's weights.  It consumes no training randomness,
+    so the weights stay a pure function of the seed.
+    """
     cfg = {**CONFIGS[kind], **overrides}
     if steps is not None:
         cfg["steps"] = steps
@@ -277,6 +284,10 @@ def train_model(kind: str, world: World, tokenizer: Any, seed: int = 0, steps: i
             loss_ema = lv if loss_ema is None else 0.95 * loss_ema + 0.05 * lv
             if log and (step + 1) % 200 == 0:
                 log(f"[{kind}] step {step + 1}/{cfg['steps']} loss {loss_ema:.4f} ({time.perf_counter() - t0:.0f}s)")
+            if on_eval is not None and eval_every > 0 and ((step + 1) % eval_every == 0 or step + 1 == cfg["steps"]):
+                model.eval()
+                on_eval(step + 1, model)
+                model.train()
         wall = time.perf_counter() - t0
         model.eval()
     return model, {"config": cfg, "wall_time_s": round(wall, 1), "final_loss": loss_ema,
@@ -293,8 +304,34 @@ def evaluate_toy(model: torch.nn.Module, tokenizer: Any, world: World) -> dict[s
     }
 
 
+def _selection_probe(tokenizer: Any, world: World, curve: list[dict[str, Any]], min_accuracy: float,
+                     best: dict[str, Any], log: Callable[[str], None] | None = None
+                     ) -> Callable[[int, torch.nn.Module], None]:
+    """An ``on_eval`` callback that logs a curve point and keeps the best eligible weights in ``best``.
+
+    Eligible: declarative accuracy >= ``min_accuracy``.  Best: highest switch rate at block 0 or 1
+    (declarative form, the larger of the two); ties go to the later step.
+    """
+    pairs = eval_prompt_sets(world)
+
+    def probe(step: int, model: torch.nn.Module) -> None:
+        decl = accuracy(model, tokenizer, pairs["declarative"])
+        held = accuracy(model, tokenizer, pairs["heldout_question"])
+        rates = {str(l): round(switch_rate(model, tokenizer, world, l), 3) for l in (0, 1)}
+        score = max(rates.values())
+        curve.append({"step": step, "declarative": round(decl, 4), "heldout_question": round(held, 4),
+                      "switch_rate": rates})
+        if log:
+            log(f"  eval step {step}: declarative {decl:.3f} heldout_question {held:.3f} switch {rates}")
+        if decl >= min_accuracy and score >= best.get("score", -1.0):
+            best.update(score=score, step=step, state={k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    return probe
+
+
 def train_toy(kind: str, out_dir: str | Path, seed: int = 0, steps: int | None = None,
               log: Callable[[str], None] | None = print, threads: int = 1, world_seed: int = 0,
+              name_style: str | None = None, select_every: int | None = None, min_accuracy: float = 0.95,
               **overrides: Any) -> dict[str, Any]:
     """Train a toy model from scratch and write its checkpoint dir.
 
@@ -306,20 +343,42 @@ def train_toy(kind: str, out_dir: str | Path, seed: int = 0, steps: int | None =
         log: progress printer (``None`` for silence).
         threads: CPU threads during training (part of the determinism contract).
         world_seed: seed of the toy world (the shipped checkpoints use 0).
-        overrides: other :data:`CONFIGS` keys (``lr``, ``batch``, ``d_model``, ...).
+        name_style: subject-name style of the world (see :func:`geomprobe.toy.world.toy_world`;
+            default: the kind's :data:`CONFIGS` entry, i.e. the shipped checkpoint's world).
+        select_every: (default: the kind's :data:`CONFIGS` entry) if > 0, evaluate every ``select_every`` steps and ship the checkpoint with the
+            highest subject-token switch rate (block 0 or 1) among those with declarative accuracy
+            >= ``min_accuracy`` (the last step if none qualifies).
+        min_accuracy: declarative-accuracy floor of checkpoint selection.
+        overrides: other :data:`CONFIGS` keys (``lr``, ``batch``, ``d_model``, ``prefix_p``, ...).
 
     Returns:
         The training report (also written to ``train_report.json``).
     """
     if kind not in CONFIGS:
         raise ValueError(f"unknown toy kind {kind!r}; use gpt2 or llama")
+    name_style = name_style if name_style is not None else CONFIGS[kind]["name_style"]
+    select_every = select_every if select_every is not None else CONFIGS[kind]["select_every"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    world = toy_world(world_seed)
+    world = toy_world(world_seed, name_style=name_style)
     tokenizer = build_tokenizer(world)
-    model, info = train_model(kind, world, tokenizer, seed=seed, steps=steps, threads=threads, log=log, **overrides)
-    report = {"kind": kind, "seed": seed, "world_seed": world_seed, "steps": info["config"]["steps"],
-              **info, **evaluate_toy(model, tokenizer, world),
+    curve: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+    probe = _selection_probe(tokenizer, world, curve, min_accuracy, best, log) if select_every > 0 else None
+    model, info = train_model(kind, world, tokenizer, seed=seed, steps=steps, threads=threads, log=log,
+                              on_eval=probe, eval_every=select_every, **overrides)
+    selection: dict[str, Any] = {}
+    if select_every > 0:
+        chosen = best.get("step", info["config"]["steps"])
+        if "state" in best:
+            model.load_state_dict(best["state"])
+        selection = {"selection": {
+            "rule": (f"evaluate every {select_every} steps; among checkpoints with declarative accuracy >= "
+                     f"{min_accuracy}, keep the one with the highest declarative switch rate at block 0 or 1 "
+                     "(the larger of the two; ties: later step); the last step if none qualifies"),
+            "chosen_step": chosen, "curve": curve}}
+    report = {"kind": kind, "seed": seed, "world_seed": world_seed, "name_style": name_style,
+              "steps": info["config"]["steps"], **info, **selection, **evaluate_toy(model, tokenizer, world),
               "loss": "cross-entropy on the answer token only",
               "n_parameters": sum(p.numel() for p in model.parameters())}
     model.save_pretrained(out, safe_serialization=True)

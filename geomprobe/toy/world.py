@@ -12,9 +12,10 @@ tokens of their own, so every answer object is exactly one token and accuracy is
 
 from __future__ import annotations
 
+import math
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -160,10 +161,14 @@ class World:
     objects: dict[str, tuple[str, ...]]
     facts: tuple[Fact, ...]
     templates: dict[str, RelationTemplates]
+    _answers: dict[tuple[str, str], str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_answers", {(f.subject, f.relation): f.object for f in self.facts})
 
     def answer(self, subject: str, relation: str) -> str:
         """The object of ``relation(subject)``."""
-        return _answers(self)[(subject, relation)]
+        return self._answers[(subject, relation)]
 
     def sentence(self, fact: Fact) -> str:
         """The fact as a complete declarative sentence, e.g. ``"Velmora works as a baker ."``."""
@@ -193,18 +198,6 @@ class World:
             facts=tuple(Fact(*f) for f in d["facts"]),
             templates={r: RelationTemplates.from_dict(r, t) for r, t in d["templates"].items()},
         )
-
-
-_ANSWER_CACHE: dict[int, dict[tuple[str, str], str]] = {}
-
-
-def _answers(world: World) -> dict[tuple[str, str], str]:
-    key = id(world)
-    table = _ANSWER_CACHE.get(key)
-    if table is None or len(table) != len(world.facts):
-        table = {(f.subject, f.relation): f.object for f in world.facts}
-        _ANSWER_CACHE[key] = table
-    return table
 
 
 def toy_relation_templates() -> dict[str, RelationTemplates]:
@@ -238,21 +231,57 @@ def _make_names(rng: random.Random, n: int, reserved: set[str]) -> list[str]:
     return out
 
 
+#: Subject-name styles of :func:`toy_world`.
+NAME_STYLES = ("mixed", "shared-two-word")
+
+
+def _mixed_names(rng: random.Random, n: int, two_word_share: float, reserved: set[str]) -> list[str]:
+    """One- and two-word names; every word occurs in one subject only."""
+    n_two = int(round(n * two_word_share))
+    pool = _make_names(rng, n + n_two, reserved)
+    firsts, rest = pool[:n_two], pool[n_two:]
+    return [f"{firsts[i]} {rest[i]}" for i in range(n_two)] + rest[n_two:]
+
+
+def _shared_two_word_names(rng: random.Random, n: int, reserved: set[str]) -> list[str]:
+    """Two-word names over one shared word pool, in mirrored pairs (``"A B"`` and ``"B A"``).
+
+    ``n // 2`` unordered word pairs are drawn from ``k`` words (``k*(k-1)/2 >= 1.5n``) and both orders
+    are subjects (plus one unpaired name if ``n`` is odd).  Every word occurs in several subjects and
+    the set of words never identifies a subject, only their order does, so the model has to compose
+    the subject at its last token.
+    """
+    k = 3
+    while k * (k - 1) // 2 < max(1, math.ceil(1.5 * n)):
+        k += 1
+    pool = _make_names(rng, k, reserved)
+    pairs = rng.sample([(a, b) for i, a in enumerate(pool) for b in pool[i + 1:]], (n + 1) // 2)
+    names = [x for a, b in pairs for x in (f"{a} {b}", f"{b} {a}")]
+    return names[:n]
+
+
 @lru_cache(maxsize=8)
-def toy_world(seed: int = 0, n_subjects: int = 200, two_word_share: float = 0.4) -> World:
+def toy_world(seed: int = 0, n_subjects: int = 200, two_word_share: float = 0.4,
+              name_style: str = "shared-two-word") -> World:
     """Generate the toy world deterministically from ``seed``.
 
     Args:
         seed: seed of names and facts.
         n_subjects: number of subjects (each has one fact per relation).
-        two_word_share: share of subjects with a two-word name (``"Dask Orrin"``).
+        two_word_share: ``mixed`` style only: share of subjects with a two-word name (``"Dask Orrin"``).
+        name_style: ``shared-two-word`` (default, the shipped toy-llama's world): every subject is two
+            words drawn from shared first/second-word pools, so neither word alone identifies it and
+            the model must compose the subject at its last token; ``mixed``: one- and two-word names
+            whose words are unique to one subject (the world of the shipped toy-gpt2).
     """
+    if name_style not in NAME_STYLES:
+        raise ValueError(f"unknown name_style {name_style!r}; use one of {', '.join(NAME_STYLES)}")
     rng = random.Random(seed)
     reserved = _template_words() | {o for objs in OBJECTS.values() for o in objs}
-    n_two = int(round(n_subjects * two_word_share))
-    pool = _make_names(rng, n_subjects + n_two, reserved)
-    firsts, rest = pool[:n_two], pool[n_two:]
-    subjects = [f"{firsts[i]} {rest[i]}" for i in range(n_two)] + rest[n_two:]
+    if name_style == "mixed":
+        subjects = _mixed_names(rng, n_subjects, two_word_share, reserved)
+    else:
+        subjects = _shared_two_word_names(rng, n_subjects, reserved)
     rng.shuffle(subjects)
     relations = tuple(OBJECTS)
     facts = tuple(Fact(s, r, rng.choice(OBJECTS[r])) for s in subjects for r in relations)
