@@ -32,7 +32,7 @@ def lm(tiny_lms):
 
 @pytest.fixture(scope="module")
 def ref(lm):
-    return reference_predictions(lm, REQUESTS)
+    return reference_predictions(lm, REQUESTS, max_new_tokens=16)
 
 
 def hand(lm, prompt: str, target: str) -> tuple[list[float], list[bool]]:

@@ -1,0 +1,44 @@
+"""CLI: bad input gives one line on stderr and exit code 2; good input works."""
+
+import json
+
+import pytest
+
+from geomprobe.cli import main
+
+
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_models_lists_builtins(capsys):
+    code, out, _ = _run(capsys, "models")
+    assert code == 0 and "toy-gpt2" in out and "toy-llama" in out and "smollm2-135m" in out
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["edit", "--model", "/no/such/model", "--requests", "toy"], "model directory"),
+    (["edit", "--model", "toy-gpt2", "--requests", "/no/such/file.json"], "does not exist"),
+    (["edit", "--model", "toy-gpt2", "--requests", "toy", "--editor", "memmit"], "unknown editor"),
+    (["edit", "--model", "toy-gpt2", "--requests", "toy", "--layers", "a-b"], "--layers"),
+    (["bench", "--only", "nope"], "unknown bench section"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, argv, needle):
+    code, _, err = _run(capsys, *argv)
+    assert code == 2
+    lines = [l for l in err.splitlines() if l.startswith("geomprobe: error:")]
+    assert len(lines) == 1 and needle in lines[0], err
+
+
+def test_malformed_and_subjectless_request_files(capsys, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    code, _, err = _run(capsys, "edit", "--model", "toy-gpt2", "--requests", str(bad))
+    assert code == 2 and "not valid JSON" in err
+    missing = tmp_path / "missing.json"
+    missing.write_text(json.dumps({"requests": [{"subject": "Nobody", "relation": "r", "prompt": "The sky is {}",
+                                                  "target_new": "green", "paraphrases": ["no subject here"]}]}))
+    code, _, err = _run(capsys, "edit", "--model", "toy-gpt2", "--requests", str(missing), "--forms", "paraphrase")
+    assert code == 2 and "does not occur" in err
