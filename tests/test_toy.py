@@ -21,9 +21,8 @@ from geomprobe.toy.world import (
 
 BUILTIN = Path(geomprobe.__file__).parent / "models" / "builtin"
 KINDS = ("gpt2", "llama")
-# The world each shipped checkpoint was trained on: toy-llama on the default world, toy-gpt2 on the
-# older "mixed" one- and two-word names.
-NAME_STYLE = {"gpt2": "mixed", "llama": "shared-two-word"}
+# The world each shipped checkpoint was trained on (both: the default "mixed" one- and two-word names).
+NAME_STYLE = {"gpt2": "mixed", "llama": "mixed"}
 
 
 def world_of(kind: str) -> World:
@@ -32,9 +31,8 @@ def world_of(kind: str) -> World:
 # shipped: gpt2 0.955 / 0.958, llama 0.949 / 0.950 (held-out question / instruction, all facts)
 HELDOUT_FLOOR = {"gpt2": 0.85, "llama": 0.85}
 # toy-llama's declarative switch rate at block 0 or 1 (the larger), measured on the shipped checkpoint
-# minus a margin: SWITCH_SHIPPED - 0.05.
-SWITCH_SHIPPED = 0.0
-SWITCH_FLOOR = SWITCH_SHIPPED - 0.05
+# (0.07 at block 0) minus a margin.
+SWITCH_FLOOR = 0.05
 
 
 @lru_cache(maxsize=None)
@@ -51,7 +49,7 @@ def test_world_is_deterministic_under_a_seed():
     a, b = toy_world.__wrapped__(0), toy_world.__wrapped__(0)
     assert a.to_dict() == b.to_dict()
     assert toy_world.__wrapped__(1).to_dict() != a.to_dict()
-    assert a.to_dict() == toy_world(0, name_style="shared-two-word").to_dict()  # the default style
+    assert a.to_dict() == toy_world(0, name_style="mixed").to_dict()  # the default style
     assert len(a.subjects) == 200 and len(set(a.subjects)) == 200
     assert len(a.facts) == 800
     assert World.from_dict(json.loads(json.dumps(a.to_dict()))).to_dict() == a.to_dict()
@@ -60,7 +58,9 @@ def test_world_is_deterministic_under_a_seed():
 
 
 def test_shared_two_word_names_need_both_words_in_order():
-    world = toy_world(0)
+    world = toy_world(0, name_style="shared-two-word")
+    assert world.to_dict() == toy_world.__wrapped__(0, name_style="shared-two-word").to_dict()
+    assert len(world.subjects) == 200 and len(set(world.subjects)) == 200 and len(world.facts) == 800
     names = set(world.subjects)
     assert all(len(s.split()) == 2 for s in world.subjects)
     counts: dict[str, int] = {}
@@ -170,9 +170,9 @@ def test_architectures():
 def test_switch_rate_matches_the_shipped_report():
     """The subject-token switch rate is recomputed exactly as reported (deterministic sampling).
 
-    toy-llama is trained on subjects composed of two shared words and selected for a high switch
-    rate, so its answers flow through the subject's last token (what ROME/MEMIT edit); toy-gpt2,
-    trained on mostly unique one-word names, routes almost nothing through it.
+    The shipped toys, trained on mostly unique one-word names, route little of the answer through the
+    subject token (llama ~0.07 at block 0, gpt2 0.0); this pins those numbers so a retrained
+    checkpoint that changes them is noticed.
     """
     for kind in KINDS:
         model, tok = load(kind)
@@ -210,7 +210,7 @@ def test_toy_requests_are_valid_and_match_the_models(same_subject):
         assert r.neighborhood and all(r.subject not in p for p in r.neighborhood)
         assert len(eval_prompts(r, "question", templates=templates)) == 3
         assert len(eval_prompts(r, "instruction", templates=templates)) == 3
-    for kind in KINDS:  # the default world is toy-llama's; toy-gpt2's requests need its own world
+    for kind in KINDS:
         model, tok = load(kind)
         kreqs = toy_requests(n=8, seed=0, same_subject=same_subject, world=world_of(kind))
         pred = next_token_ids(model, tok, [r.text for r in kreqs])
@@ -240,3 +240,19 @@ def test_retraining_is_deterministic():
     g1, _ = train_model("gpt2", world, tok, seed=0, **kw)
     g2, _ = train_model("gpt2", world, tok, seed=0, **kw)
     assert all(torch.equal(x, y) for x, y in zip(g1.state_dict().values(), g2.state_dict().values()))
+
+
+def test_checkpoint_selection_keeps_the_best_eligible_step(tmp_path):
+    from geomprobe.toy.train import train_toy
+
+    kw = dict(steps=4, log=None, d_model=16, n_head=2, n_layer=1, d_ff=32, batch=8, prefix_p=0.0)
+    report = train_toy("llama", tmp_path / "a", select_every=2, min_accuracy=0.0, **kw)
+    sel = report["selection"]
+    assert [c["step"] for c in sel["curve"]] == [2, 4]
+    best = max(max(c["switch_rate"].values()) for c in sel["curve"])
+    chosen = next(c for c in sel["curve"] if c["step"] == sel["chosen_step"])
+    assert max(chosen["switch_rate"].values()) == best
+    assert chosen["declarative"] == round(report["accuracy"]["declarative"], 4)  # the shipped weights are the chosen ones
+    none = train_toy("llama", tmp_path / "b", select_every=2, min_accuracy=1.1, **kw)  # nothing qualifies
+    assert none["selection"]["chosen_step"] == 4
+    assert json.loads((tmp_path / "a" / "train_report.json").read_text())["selection"]["chosen_step"] == sel["chosen_step"]

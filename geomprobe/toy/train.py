@@ -9,6 +9,9 @@ Two architectures: ``gpt2`` (``GPT2LMHeadModel``, the Conv1D path) and ``llama``
 * **Context prefixes**: with probability ``prefix_p`` a training prompt is preceded by one or two
   other facts as full sentences (``"Zevysk works as a baker . "``), so the model finds the subject by
   content rather than by position and tolerates the context-prefixed prompts MEMIT averages keys over.
+* **Optional checkpoint selection** (``select_every``): evaluate every N steps and keep, among the
+  checkpoints with declarative accuracy >= ``min_accuracy``, the one whose answers flow most through
+  the subject's last token (switch rate at block 0 or 1); the curve goes into ``train_report.json``.
 * AdamW with linear warm-up and cosine decay, fp32, batches drawn by a seeded ``torch.Generator``,
   deterministic algorithms and a fixed thread count: the same seed gives bit-identical weights.
 
@@ -33,8 +36,10 @@ from .world import World, build_tokenizer, eval_prompt_sets, toy_world, training
 
 #: Recommended configurations (DESIGN §3); ``steps``/``lr``/``batch`` are training settings.
 CONFIGS: dict[str, dict[str, Any]] = {
-    "gpt2": dict(n_layer=4, d_model=64, n_head=4, d_ff=256, lr=1e-2, steps=5000, batch=64, prefix_p=0.3),
-    "llama": dict(n_layer=4, d_model=128, n_head=4, d_ff=336, lr=3e-3, steps=2600, batch=64, prefix_p=0.3),
+    "gpt2": dict(n_layer=4, d_model=64, n_head=4, d_ff=256, lr=1e-2, steps=5000, batch=64, prefix_p=0.3,
+                 name_style="mixed", select_every=0),
+    "llama": dict(n_layer=4, d_model=128, n_head=4, d_ff=336, lr=3e-3, steps=2600, batch=64, prefix_p=0.3,
+                  name_style="mixed", select_every=0),
 }
 MAX_POSITIONS = 128
 
@@ -317,7 +322,8 @@ def _selection_probe(tokenizer: Any, world: World, curve: list[dict[str, Any]], 
     def probe(step: int, model: torch.nn.Module) -> None:
         decl = accuracy(model, tokenizer, pairs["declarative"])
         held = accuracy(model, tokenizer, pairs["heldout_question"])
-        rates = {str(l): round(switch_rate(model, tokenizer, world, l), 3) for l in (0, 1)}
+        blocks = range(min(2, len(decoder_layers(model))))
+        rates = {str(l): round(switch_rate(model, tokenizer, world, l), 3) for l in blocks}
         score = max(rates.values())
         curve.append({"step": step, "declarative": round(decl, 4), "heldout_question": round(held, 4),
                       "switch_rate": rates})

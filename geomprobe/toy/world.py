@@ -262,17 +262,18 @@ def _shared_two_word_names(rng: random.Random, n: int, reserved: set[str]) -> li
 
 @lru_cache(maxsize=8)
 def toy_world(seed: int = 0, n_subjects: int = 200, two_word_share: float = 0.4,
-              name_style: str = "shared-two-word") -> World:
+              name_style: str = "mixed") -> World:
     """Generate the toy world deterministically from ``seed``.
 
     Args:
         seed: seed of names and facts.
         n_subjects: number of subjects (each has one fact per relation).
         two_word_share: ``mixed`` style only: share of subjects with a two-word name (``"Dask Orrin"``).
-        name_style: ``shared-two-word`` (default, the shipped toy-llama's world): every subject is two
-            words drawn from shared first/second-word pools, so neither word alone identifies it and
-            the model must compose the subject at its last token; ``mixed``: one- and two-word names
-            whose words are unique to one subject (the world of the shipped toy-gpt2).
+        name_style: ``mixed`` (default, the world of the shipped toy checkpoints): one- and two-word
+            names whose words are unique to one subject; ``shared-two-word``: every subject is two
+            words from one shared pool, in mirrored pairs (``"A B"`` and ``"B A"``), so neither a word
+            nor the set of words identifies it and the model must compose the subject in order
+            (experimental: no shipped checkpoint is trained on it yet).
     """
     if name_style not in NAME_STYLES:
         raise ValueError(f"unknown name_style {name_style!r}; use one of {', '.join(NAME_STYLES)}")
