@@ -115,14 +115,14 @@ def _radius_fast(p: _Prompt, u: torch.Tensor, step: float, success: float, max_r
     if not ok(step):  # fails already at the first step: the radius is below it
         lo, hi = 0.0, step
     else:
-        lo, hi = step, 2 * step
-        while hi <= max_radius:
+        lo, hi = step, min(2 * step, max_radius)
+        while True:
             evals += 1
             if not ok(hi):
                 break
-            lo, hi = hi, 2 * hi
-        else:
-            return lo, evals
+            if hi >= max_radius:  # still succeeds at the search limit: report the limit
+                return max_radius, evals
+            lo, hi = hi, min(2 * hi, max_radius)
     while hi - lo > step / 4:
         mid = (lo + hi) / 2
         evals += 1
