@@ -42,3 +42,15 @@ def test_malformed_and_subjectless_request_files(capsys, tmp_path):
                                                   "target_new": "green", "paraphrases": ["no subject here"]}]}))
     code, _, err = _run(capsys, "edit", "--model", "toy-gpt2", "--requests", str(missing), "--forms", "paraphrase")
     assert code == 2 and "does not occur" in err
+
+
+def test_edit_runs_end_to_end_and_leaves_the_weights(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("GEOMPROBE_CACHE", str(tmp_path / "cache"))
+    code, out, err = _run(capsys, "edit", "--model", "toy-gpt2", "--requests", "toy", "--editor", "memit",
+                          "--limit", "2", "--forms", "declarative,question", "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    assert "| before " in out and "| after " in out and "efficacy" in out
+    for f in ("metrics.csv", "summary.csv", "summary.md", "update.json"):
+        assert (tmp_path / "run" / f).stat().st_size > 0
+    upd = json.loads((tmp_path / "run" / "update.json").read_text())
+    assert upd["editor"] == "memit" and upd["layers"] == [0, 1]

@@ -19,8 +19,8 @@ PRESETS: dict[str, EditorConfig] = {
     # Toys: the subject-token switch rate is highest after block 0 (toy-llama 0.07, falling to 0 by block 3; see
     # models/builtin/toy-*/train_report.json), so edits write at blocks 0-1; memit-merge on 4 toy requests raised the
     # target log-prob of all 4 at (0, 1) but not at (1, 2).  The toys prove mechanics, not the paper's geometry.
-    "toy-gpt2": EditorConfig(layers=(0, 1), lam=1.0, value=ValueConfig(steps=30, lr=0.5, n_contexts=1)),
-    "toy-llama": EditorConfig(layers=(0, 1), lam=1.0, value=ValueConfig(steps=30, lr=0.5, n_contexts=1)),
+    "toy-gpt2": EditorConfig(layers=(0, 1), lam=1.0, n_tokens=20_000, value=ValueConfig(steps=30, lr=0.5, n_contexts=1)),
+    "toy-llama": EditorConfig(layers=(0, 1), lam=1.0, n_tokens=20_000, value=ValueConfig(steps=30, lr=0.5, n_contexts=1)),
     # SmolLM2: the subject token carries the answer through block 22 (residual patching, switch rate >= 0.95,
     # figures/layer_sweep_smollm2.csv); edit layers 3..7 mirror the paper's 4..8 of 28-32 layers.  20k tokens of
     # covariance statistics keep the offline corpus (partly sampled from the model) to minutes on a CPU.
