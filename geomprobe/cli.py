@@ -86,7 +86,10 @@ def _edit(args: argparse.Namespace) -> int:
     update = editor.compute(lm, requests, log=None)
     with update.applied(lm):
         after = evaluate(lm, requests, forms=forms, reference=ref)
-    assert all(torch_equal(lm.rewrite_module(l).weight, w) for l, w in weights.items())
+    import torch
+
+    if not all(torch.equal(lm.rewrite_module(l).weight, w) for l, w in weights.items()):
+        raise GeomprobeError("the model's weights changed during `edit` (a bug); please report it")
     before["stage"], after["stage"] = "before", "after"
     table = []
     for stage, df in (("before", before), ("after", after)):
@@ -112,12 +115,6 @@ def _edit(args: argparse.Namespace) -> int:
             "model": update.model}, indent=1, default=str))
         print(f"wrote {out}/metrics.csv, summary.csv, summary.md, update.json")
     return 0
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return bool(torch.equal(a, b))
 
 
 @command("stats")

@@ -5,7 +5,7 @@ import torch
 
 import geomprobe as gp
 from geomprobe.data.forms import render
-from geomprobe.editors import EDITORS, EditorConfig, ValueConfig
+from geomprobe.editors import EDITORS, EditorConfig
 from geomprobe.errors import GeomprobeError, NumericalError
 from geomprobe.scoring import target_logprob, with_targets
 

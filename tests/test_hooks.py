@@ -3,7 +3,6 @@
 import pytest
 import torch
 
-from geomprobe import hooks
 from geomprobe.hooks import active_hooks, add_to_residual, override_value, read, resume_from, stop_after
 from geomprobe.positions import render_pairs, tokenize
 from tiny import KINDS

@@ -13,7 +13,7 @@ live in :mod:`geomprobe.data.loaders` and produce the same type.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
