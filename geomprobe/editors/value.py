@@ -65,6 +65,7 @@ class ValueConfig:
         hki_templates: M, templates per relation for HKI leaves.
         weiszfeld_iters: iterations of the geometric-median estimate.
         record_every: record per-relation gradients every this many steps (step 0 always).
+        micro_batch: prompt rows per forward/backward (rows are independent, so this bounds memory only).
     """
 
     lr: float = 0.5
@@ -77,6 +78,7 @@ class ValueConfig:
     hki_templates: int = 8
     weiszfeld_iters: int = 10
     record_every: int = 5
+    micro_batch: int = 32
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.lr <= 0 or not 1 <= self.n_contexts <= len(CONTEXTS):
@@ -164,6 +166,31 @@ def _build_rows(lm: LM, requests: Sequence[EditRequest], groups: list[list[int]]
     return _Rows(tb, torch.tensor(group_of), leaf)
 
 
+def _slice_batch(batch, sl: slice):
+    from ..positions import Batch
+
+    return Batch(*(t[sl] for t in (batch.input_ids, batch.attention_mask, batch.position_ids, batch.subject_last,
+                                   batch.last, batch.offsets)))
+
+
+def _rows_loss_and_grad(lm: LM, layer: int, hidden: torch.Tensor, subj: torch.Tensor, row_delta: torch.Tensor,
+                        batch, labels: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row NLL (rows,) and its gradient w.r.t. each row's δ (rows, d), resuming from block L+1."""
+    row_delta = row_delta.clone().requires_grad_(True)
+    rows = torch.arange(len(hidden), device=hidden.device)
+    bump = torch.zeros(hidden.shape, device=hidden.device, dtype=row_delta.dtype).index_put(
+        (rows, subj), row_delta.to(hidden.device))
+    with resume_from(lm, layer + 1, hidden + bump.to(hidden.dtype)):
+        logits = lm.forward(batch, logits_to_keep=keep)
+    logp = torch.log_softmax(logits.float(), -1)
+    lab = labels.to(logp.device)
+    mask = lab != -100
+    tok_lp = logp.gather(-1, lab.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+    nll = -(tok_lp.sum(-1) / mask.sum(-1).clamp(min=1))
+    (grad,) = torch.autograd.grad(nll.sum(), row_delta)
+    return nll.detach().to(row_delta.device), grad.float()
+
+
 def geometric_median(points: torch.Tensor, iters: int = 10, eps: float = 1e-8) -> torch.Tensor:
     """Geometric median of ``points`` (n, d) by Weiszfeld iterations, started at the mean: (d,)."""
     y = points.mean(0)
@@ -235,20 +262,17 @@ def optimize_values(lm: LM, requests: Sequence[EditRequest], layer: int, mode: s
     for step in range(cfg.steps):
         steps_run = step + 1
         delta = u * scale[:, None]  # (groups, d)
-        row_delta = delta.detach()[group].clone().requires_grad_(True)
-        bump = torch.zeros(hidden.shape, device=hidden.device, dtype=row_delta.dtype).index_put(
-            (rows_all, subj), row_delta.to(hidden.device))
-        with resume_from(lm, layer + 1, hidden + bump.to(hidden.dtype)):
-            logits = lm.forward(tb.batch, logits_to_keep=keep)
-        logp = torch.log_softmax(logits.float(), -1)
-        lab = labels.to(logp.device)
-        mask = lab != -100
-        tok_lp = logp.gather(-1, lab.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
-        nll_rows = -(tok_lp.sum(-1) / mask.sum(-1).clamp(min=1))  # (rows,)
+        row_delta = delta.detach()[group]
+        nll_parts, grad_parts = [], []
+        for lo in range(0, len(row_delta), cfg.micro_batch):  # rows are independent: chunking is exact
+            sl = slice(lo, lo + cfg.micro_batch)
+            nll, grad = _rows_loss_and_grad(lm, layer, hidden[sl], subj[sl], row_delta[sl], _slice_batch(tb.batch, sl),
+                                            labels[sl], keep)
+            nll_parts.append(nll)
+            grad_parts.append(grad)
+        nll_rows, row_grads = torch.cat(nll_parts), torch.cat(grad_parts)
         if not torch.isfinite(nll_rows).all():
             raise NumericalError("the edit loss became non-finite; lower lr or use float32 for this model")
-        (row_grads,) = torch.autograd.grad(nll_rows.sum(), row_delta)
-        row_grads = row_grads.float()
         nll_rows = nll_rows.detach().to(device)
 
         # per (group, relation, template) leaf gradients; then per group the root gradient w.r.t. delta
