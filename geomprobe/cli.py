@@ -148,6 +148,15 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("figures")
+def _figures(args: argparse.Namespace) -> int:
+    from .pipeline import run_figures
+
+    run_figures(model=args.model, requests=args.requests, only=args.only, out=args.out, quick=args.quick,
+                replot=args.replot, device=args.device, dtype=args.dtype, analyses=args.analyses)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geomprobe", description="Geometric diagnostics of knowledge editing in LLMs.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -181,6 +190,17 @@ def build_parser() -> argparse.ArgumentParser:
     for q in (e, s_):
         q.add_argument("--device", default=None)
         q.add_argument("--dtype", default=None)
+    f = sub.add_parser("figures", help="regenerate the figure catalogue (analyses/<id>.py -> figures/<id>.*)")
+    f.add_argument("--model", default="smollm2-135m")
+    f.add_argument("--requests", default=None, help="built-in name or request file (default: same-subject; toy "
+                                                    "for toy models)")
+    f.add_argument("--only", default=None, help="comma-separated figure ids")
+    f.add_argument("--out", default="figures")
+    f.add_argument("--quick", action="store_true", help="toy world, few requests: the whole catalogue in minutes")
+    f.add_argument("--replot", action="store_true", help="redraw from the CSVs in --out without loading a model")
+    f.add_argument("--analyses", default=None, help="folder of analysis scripts (default: the checkout's analyses/)")
+    f.add_argument("--device", default=None)
+    f.add_argument("--dtype", default=None)
     d = sub.add_parser("demo", help="end-to-end key-geometry demo: model -> requests -> keys -> table + figure")
     d.add_argument("--model", default="smollm2-135m")
     d.add_argument("--requests", default="same-subject")

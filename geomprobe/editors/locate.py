@@ -23,8 +23,6 @@ update is handed back as an :class:`EditUpdate`, never left applied.
 
 from __future__ import annotations
 
-import os
-import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
@@ -37,8 +35,9 @@ from ..errors import GeomprobeError
 from ..hooks import read, stop_after
 from ..models.load import LM
 from ..positions import tokenize
+from .memory import PeakMemory as _PeakMemory
 from .update import EditUpdate, restoring
-from .value import ValueConfig, edit_prompts, optimize_values
+from .value import ValueConfig, edit_prompts, group_names, optimize_values
 
 RULES = ("covariance", "identity", "projection", "rank-one")
 
@@ -86,49 +85,6 @@ class EditorConfig:
         return d
 
 
-class _PeakMemory:
-    """Peak memory during a block: CUDA allocator peak, or sampled RSS growth on CPU (MB)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.peak_mb = 0.0
-
-    def __enter__(self) -> "_PeakMemory":
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.base = torch.cuda.memory_allocated(self.device)
-        else:
-            self.base = self._rss()
-            self.peak = self.base
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._sample, daemon=True)
-            self._thread.start()
-        return self
-
-    @staticmethod
-    def _rss() -> int:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, ValueError):
-            return 0
-
-    def _sample(self) -> None:
-        while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self._rss())
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-            self.peak_mb = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
-        else:
-            self._stop.set()
-            self._thread.join()
-            self.peak = max(self.peak, self._rss())
-            self.peak_mb = (self.peak - self.base) / 2**20
-
-
 @dataclass
 class Editor:
     """A locate-then-edit editor: value optimisation mode + update rule (see the module table).
@@ -161,11 +117,15 @@ class Editor:
         return filtered
 
     def compute(self, lm: LM, requests: Sequence[EditRequest], history: Sequence[EditUpdate] = (),
-                log: Callable[[str], None] | None = None) -> EditUpdate:
+                log: Callable[[str], None] | None = None, value: Any = None) -> EditUpdate:
         """Compute the update for ``requests`` on ``lm`` (weights unchanged afterwards).
 
         Args:
             history: updates applied before this one (sequential editing); AlphaEdit adds their keys to K_p.
+            value: a :class:`~geomprobe.editors.value.ValueResult` already optimised for exactly these requests in
+                this editor's mode at its last layer (e.g. ``rose``'s for ``rose-no-iga``); the targets are
+                reused instead of re-optimised.  ``EditUpdate.seconds`` / ``peak_memory_mb`` then still include
+                the value optimisation's own measured time / peak (``hparams["value_reused"]`` is True).
         """
         requests = list(requests)
         if not requests:
@@ -174,18 +134,25 @@ class Editor:
         layers = list(cfg.layers if self.rule != "rank-one" else cfg.layers[-1:])
         for l in layers:
             lm._check_layer(l)
+        if value is not None:
+            _check_reusable(value, requests, self, layers[-1])
         t0 = time.perf_counter()
         with _PeakMemory(lm.device_of(layers[-1])) as mem, restoring(lm, layers):
             if self.rule == "rank-one":
                 out = self._rome(lm, requests, cfg, layers[0], log)
             else:
-                out = self._spread(lm, requests, cfg, layers, history, log)
-        deltas, keys, resids, value = out
+                out = self._spread(lm, requests, cfg, layers, history, log, value)
+        seconds, peak = time.perf_counter() - t0, mem.peak_mb
+        if value is not None:  # count the reused optimisation as part of this edit's cost
+            seconds += value.seconds
+            peak = max(peak, value.peak_memory_mb)
+        deltas, keys, resids, value_out = out
         return EditUpdate(
             editor=self.name, layers=tuple(layers), deltas=deltas, keys=keys, resids=resids,
-            z=value.z, h=value.h, columns=value.groups, requests=tuple(requests),
-            hparams={"mode": self.mode, "rule": self.rule, "revive": self.revive, **cfg.as_dict()}, value=value,
-            seconds=time.perf_counter() - t0, peak_memory_mb=mem.peak_mb, model=dict(lm.identity),
+            z=value_out.z, h=value_out.h, columns=value_out.groups, requests=tuple(requests),
+            hparams={"mode": self.mode, "rule": self.rule, "revive": self.revive, "value_reused": value is not None,
+                     **cfg.as_dict()}, value=value_out,
+            seconds=seconds, peak_memory_mb=peak, model=dict(lm.identity),
             dtype=str(lm.dtype).replace("torch.", ""),
         )
 
@@ -231,8 +198,9 @@ class Editor:
             return linalg.alphaedit_delta(R, K, proj.P, None if K_prev is None else K_prev.to(dev), cfg.alpha)
         raise GeomprobeError(f"unknown update rule {self.rule!r}; use one of {', '.join(RULES)}")
 
-    def _spread(self, lm, requests, cfg, layers, history, log):
-        value = optimize_values(lm, requests, layers[-1], self.mode, cfg.value, seed=cfg.seed, log=log)
+    def _spread(self, lm, requests, cfg, layers, history, log, value=None):
+        if value is None:
+            value = optimize_values(lm, requests, layers[-1], self.mode, cfg.value, seed=cfg.seed, log=log)
         C = self._covariance(lm, cfg, layers) if self.rule in ("covariance", "projection") else {}
         deltas, keys, resids = {}, {}, {}
         for i, layer in enumerate(layers):
@@ -272,6 +240,18 @@ class Editor:
             rs.append(value.delta)
         merged = _merge_values(values)
         return {layer: total}, {layer: torch.cat(ks, 1)}, {layer: torch.cat(rs, 1)}, merged
+
+
+def _check_reusable(value, requests: Sequence[EditRequest], editor: Editor, layer: int) -> None:
+    """A reused ValueResult must come from the same requests, grouping and layer."""
+    if editor.rule == "rank-one":
+        raise GeomprobeError("rome optimises each value on the model edited so far; it cannot reuse targets")
+    n = sum(len(m) for m in value.members)
+    expected = tuple(group_names(requests, editor.mode)[0])
+    if value.layer != layer or n != len(requests) or tuple(value.groups) != expected or value.mode != editor.mode:
+        raise GeomprobeError(f"the reused value targets do not match this edit ({value.mode} at layer {value.layer}, "
+                             f"{n} requests; {editor.name} needs {editor.mode} at layer {layer}, {len(requests)}); "
+                             "optimise them for this batch")
 
 
 def _merge_values(values):

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import torch
@@ -42,6 +42,7 @@ from ..hooks import add_to_residual, read, resume_from
 from ..models.load import LM
 from ..positions import tokenize
 from ..scoring import TargetBatch, with_targets
+from .memory import PeakMemory
 
 MODES = ("per-request", "joint", "hki")
 
@@ -100,6 +101,8 @@ class ValueResult:
         relation_grads: per recorded step, {(subject, relation): (d,) gradient of that relation's loss w.r.t. δ}.
         steps_run: optimisation steps actually run.
         seconds: wall time.
+        mode: the optimisation mode that produced it.
+        peak_memory_mb: peak memory during the optimisation (see :class:`~geomprobe.editors.memory.PeakMemory`).
     """
 
     layer: int
@@ -111,6 +114,8 @@ class ValueResult:
     relation_grads: dict[int, dict[tuple[str, str], torch.Tensor]] = field(repr=False)
     steps_run: int
     seconds: float
+    mode: str = "per-request"
+    peak_memory_mb: float = 0.0
 
     @property
     def z(self) -> torch.Tensor:
@@ -216,14 +221,24 @@ def optimize_values(lm: LM, requests: Sequence[EditRequest], layer: int, mode: s
         raise GeomprobeError("no requests to edit; pass at least one EditRequest")
     t0 = time.perf_counter()
     torch.manual_seed(seed)
+    names, groups = group_names(requests, mode)
+    with PeakMemory(lm.device_of(layer)) as mem:
+        result = _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0)
+    return replace(result, peak_memory_mb=mem.peak_mb)
+
+
+def group_names(requests: Sequence[EditRequest], mode: str) -> tuple[list[str], list[list[int]]]:
+    """Column names and member indices: one per request (``per-request``) or per subject (``joint``/``hki``)."""
     if mode == "per-request":
-        names = [r.case_id or f"{r.subject}/{r.relation}/{i}" for i, r in enumerate(requests)]
-        groups = [[i] for i in range(len(requests))]
-    else:
-        order: dict[str, list[int]] = {}
-        for i, r in enumerate(requests):
-            order.setdefault(r.subject, []).append(i)
-        names, groups = list(order), list(order.values())
+        return ([r.case_id or f"{r.subject}/{r.relation}/{i}" for i, r in enumerate(requests)],
+                [[i] for i in range(len(requests))])
+    order: dict[str, list[int]] = {}
+    for i, r in enumerate(requests):
+        order.setdefault(r.subject, []).append(i)
+    return list(order), list(order.values())
+
+
+def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueResult":
     rows = _build_rows(lm, requests, groups, mode, cfg)
     device = lm.device_of(layer)
     tb = rows.tb.to(lm.input_device)
@@ -333,4 +348,5 @@ def optimize_values(lm: LM, requests: Sequence[EditRequest], layer: int, mode: s
         layer=layer, groups=tuple(names), members=tuple(tuple(g) for g in groups),
         h=h.detach().float().cpu().T.contiguous(), delta=delta.float().cpu().T.contiguous(),
         losses=tuple(losses), relation_grads=recorded, steps_run=steps_run, seconds=time.perf_counter() - t0,
+        mode=mode,
     )
