@@ -12,8 +12,9 @@ from .errors import GeomprobeError
 from .keys import keys
 from .models import LM, load_model
 from .positions import tokenize
+from .report import compare, diagnose
 
 __version__ = "0.1.0"
 
 __all__ = ["EditRequest", "GeomprobeError", "LM", "Query", "editors", "evaluate", "hooks", "linalg", "probes", "stats", "keys", "load_model", "load_requests",
-           "render", "tokenize", "__version__"]
+           "render", "tokenize", "compare", "diagnose", "__version__"]

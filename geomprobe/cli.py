@@ -157,6 +157,55 @@ def _figures(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(items: Sequence[str] | None, layers: str | None) -> dict:
+    """``--set KEY=VALUE`` editor options (numbers parsed; ``a,b`` → tuple) plus ``--layers``."""
+    out: dict = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise GeomprobeError(f"--set {item!r} is not KEY=VALUE (e.g. --set value_clamp=2 or --set lam=50)")
+
+        def num(t: str):
+            for cast in (int, float):
+                try:
+                    return cast(t)
+                except ValueError:
+                    pass
+            return t
+
+        out[key.strip()] = tuple(num(t) for t in text.split(",")) if "," in text else num(text.strip())
+    if layers:
+        out["layers"] = _layers(layers)
+    return out
+
+
+@command("diagnose")
+def _diagnose(args: argparse.Namespace) -> int:
+    from .report.diagnose import check_editors, diagnose
+    from .report.render import summary_diagnose
+
+    check_editors([args.editor])
+    report = diagnose(args.model, args.requests, editor=args.editor, out=args.out,
+                      overrides=_overrides(args.set, args.layers), trials=args.trials, device=args.device,
+                      dtype=args.dtype, log=lambda s: print(s, file=sys.stderr))
+    print("\n".join(summary_diagnose(report)))
+    return 0
+
+
+@command("compare")
+def _compare(args: argparse.Namespace) -> int:
+    from .report.compare import compare
+    from .report.diagnose import check_editors
+    from .report.render import summary_compare
+
+    editors = check_editors(args.editors.split(","))
+    report = compare(args.model, args.requests, editors=editors, out=args.out,
+                     overrides=_overrides(args.set, args.layers), trials=args.trials, device=args.device,
+                     dtype=args.dtype, log=lambda s: print(s, file=sys.stderr))
+    print("\n".join(summary_compare(report)))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="geomprobe", description="Geometric diagnostics of knowledge editing in LLMs.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -201,6 +250,22 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--analyses", default=None, help="folder of analysis scripts (default: the checkout's analyses/)")
     f.add_argument("--device", default=None)
     f.add_argument("--dtype", default=None)
+    dg = sub.add_parser("diagnose", help="why an edit fails: ρ, Δ, amplification, conflict, key cosines and a "
+                                         "verdict per request and form -> report.html/.md/.json")
+    dg.add_argument("--editor", default="memit")
+    cp = sub.add_parser("compare", help="the same requests through several editors, side by side -> "
+                                        "report.html/.md/.json")
+    cp.add_argument("--editors", default="memit,memit-merge,alphaedit,rose", help="comma-separated editor names")
+    for q, default_out in ((dg, "geomprobe-diagnose"), (cp, "geomprobe-compare")):
+        q.add_argument("--model", required=True)
+        q.add_argument("--requests", required=True, help="built-in name (same-subject, toy...) or a request file")
+        q.add_argument("--out", default=default_out, help=f"report folder (default: ./{default_out})")
+        q.add_argument("--layers", default=None, help="edit layers, e.g. 3,4,5 or 3-7 (default: the model's preset)")
+        q.add_argument("--set", action="append", metavar="KEY=VALUE",
+                       help="editor option on top of the preset, repeatable (value_clamp=2, lam=50, value_steps=40)")
+        q.add_argument("--trials", type=int, default=10, help="noise draws per radius of the tolerance probe")
+        q.add_argument("--device", default=None)
+        q.add_argument("--dtype", default=None)
     d = sub.add_parser("demo", help="end-to-end key-geometry demo: model -> requests -> keys -> table + figure")
     d.add_argument("--model", default="smollm2-135m")
     d.add_argument("--requests", default="same-subject")

@@ -15,6 +15,7 @@ An analysis module defines::
     def compute(ws) -> pandas.DataFrame
     def plot(df) -> matplotlib.figure.Figure
     def headline(df) -> str             # our numbers beside the paper's, from the CSV alone
+    def write_extra(df, out) -> list[str]  # optional: more files from the CSV (e.g. a Markdown table)
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ CATALOGUE: tuple[str, ...] = (
 
 MAIN_EDITORS: tuple[str, ...] = ("memit", "memit-merge", "alphaedit", "rose", "rose-no-iga", "rose-no-hki", "rome")
 FORMS: tuple[str, ...] = ("declarative", "question", "instruction")
+#: Forms the workspace evaluates edits on (``paraphrase``: the declarative paraphrases, for the paraphrase score).
+EVAL_FORMS: tuple[str, ...] = ("declarative", "paraphrase", "question", "instruction")
 
 
 @dataclass(frozen=True)
@@ -90,24 +93,30 @@ class Workspace:
     """Model, requests and every shared, memoised computation of one catalogue run.
 
     Args:
-        model: built-in name, HF id or local path.
-        requests: built-in set name or a request file (the shared same-subject batch comes from it).
+        model: built-in name, HF id or local path, or an already loaded :class:`~geomprobe.models.LM`.
+        requests: built-in set name or a request file (the shared same-subject batch comes from it), or a list
+            of :class:`~geomprobe.data.EditRequest`.
         out: output folder.
         settings: :class:`Settings` (``QUICK`` for the toy run).
         device / dtype: model placement.
         log: progress printer.
     """
 
-    def __init__(self, model: str = "smollm2-135m", requests: str = "same-subject", out: str | Path = "figures",
+    def __init__(self, model: Any = "smollm2-135m", requests: Any = "same-subject", out: str | Path = "figures",
                  settings: Settings = Settings(), device: str | None = None, dtype: str | None = None,
                  log: Callable[[str], None] = print):
-        self.model_name, self.requests_name = model, requests
+        self._lm = None if isinstance(model, str) else model
+        self.model_name = model if isinstance(model, str) else model.name
+        self._memo: dict[Any, Any] = {}
+        if isinstance(requests, str):
+            self.requests_name = requests
+        else:
+            self.requests_name = "<given>"
+            self._memo["all_requests"] = list(requests)
         self.out = Path(out)
         self.settings = settings
         self.device, self.dtype = device, dtype
         self.log = log
-        self._lm = None
-        self._memo: dict[Any, Any] = {}
 
     # ---- model, data, config -------------------------------------------------------------------
     @property
@@ -249,7 +258,7 @@ class Workspace:
 
         def make():
             ref = self.reference(requests)
-            kw = {"forms": FORMS, "reference": ref, "protocols": ("prob", "token_acc")}
+            kw = {"forms": EVAL_FORMS, "reference": ref, "protocols": ("prob", "token_acc")}
             if name == "unedited":
                 df = evaluate(self.lm, requests, **kw)
             else:
@@ -337,7 +346,7 @@ class Workspace:
                     history.append(upd)
                     spent += upd.seconds
                     start = n
-                    df = evaluate(self.lm, reqs[:n], forms=FORMS, reference=ref, protocols=("prob",))
+                    df = evaluate(self.lm, reqs[:n], forms=EVAL_FORMS, reference=ref, protocols=("prob",))
                     df.insert(0, "n_edits", n)
                     df.insert(0, "editor", name)
                     out["metrics"].append(df)
@@ -392,7 +401,11 @@ def draw(mod: ModuleType, df: pd.DataFrame, out: Path) -> list[str]:
         raise GeomprobeError(f"{mod.ID}.csv lacks columns {missing}; regenerate it with geomprobe figures --only {mod.ID}")
     if df.empty:
         raise GeomprobeError(f"{mod.ID}: no data to plot; the analysis measured nothing (check the request set)")
-    return save(mod.plot(df), out / mod.ID)
+    files = save(mod.plot(df), out / mod.ID)
+    extra = getattr(mod, "write_extra", None)  # optional: extra outputs from the CSV (e.g. a Markdown table)
+    if extra is not None:
+        files += list(extra(df, out))
+    return files
 
 
 @dataclass

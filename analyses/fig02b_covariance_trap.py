@@ -1,0 +1,81 @@
+"""fig02b_covariance_trap: Δ of question / instruction prompts under the covariance vs the identity update on the same
+K, R of the MEMIT-Merge edit, against MEMIT-Merge's ρ band (RoSE Fig. 2b, 10)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from geomprobe.pipeline import Workspace, main
+from geomprobe.plots.tolerance import (DEV, few_note, fmt, pct, plot_deviation_vs_radius, predicted_count, predicted_radii,
+                                       safe_share, tidy_deviation, tidy_radius)
+
+ID = "fig02b_covariance_trap"
+PAPER = "RoSE Fig. 2b, 10"
+WHAT = ("Activation deviation Δ = ‖ΔW Δk‖ of question / instruction prompts under the covariance (MEMIT) and the "
+        "identity (IGA) rule on the same keys and residuals of the memit-merge edit, against memit-merge's ρ band "
+        "(both residual-norm units at the last edit layer).")
+COLUMNS = ("editor", "rule", "form", "metric", "value", "rho", "predicted", "safe")
+EDITOR = "memit-merge"
+RULES = ("covariance", "identity")
+#: the rules asked of the workspace: fig17 asks the same tuple, so both figures share one memoised probe
+ALL_RULES = ("covariance", "identity", "projection")
+FORMS = ("question", "instruction")
+
+
+def compute(ws: Workspace) -> pd.DataFrame:
+    tol = ws.tolerance(EDITOR)
+    dev = ws.deviation(EDITOR, ALL_RULES)
+    dev = dev[dev["rule"].isin(RULES)]
+    return pd.concat([tidy_radius(tol, ws.lm.name), tidy_deviation(dev, tol, ws.lm.name)], ignore_index=True)
+
+
+def summary(df: pd.DataFrame, rules=RULES) -> dict:
+    """Median Δ and safe share per rule (both forms), median ρ of predicted requests."""
+    dev = df[df["metric"] == DEV]
+    rho = predicted_radii(df)
+    out = {"rho": float(np.median(rho)) if len(rho) else float("nan"), "pred": predicted_count(df)}
+    for r in rules:
+        d = dev[dev["rule"] == r]
+        out[r] = (float(d["value"].median()) if len(d) else float("nan"), safe_share(d),
+                  {f: safe_share(d[d["form"] == f]) for f in FORMS})
+    return out
+
+
+def verdict(s: dict, trap: str = "covariance", fix: str = "identity") -> str:
+    c, i, rho = s[trap][0], s[fix][0], s["rho"]
+    if not (np.isfinite(c) and np.isfinite(i)):
+        return "no Δ measured"
+    ratio = c / i if i > 0 else float("inf")
+    if ratio > 1.5:
+        head = f"{trap.capitalize()} amplifies Δ {ratio:.1f}× over {fix}"
+    elif ratio < 1 / 1.5:
+        head = f"{trap.capitalize()} Δ is {1 / ratio:.1f}× below {fix} here (no trap)"
+    else:
+        head = f"{trap.capitalize()} and {fix} Δ similar (median {fmt(c)} vs {fmt(i)})"
+    if np.isfinite(rho):
+        head += f"\nmedian ρ {fmt(rho)}: Δ<ρ {pct(s[trap][1])} ({trap}) vs {pct(s[fix][1])} ({fix})"
+    else:
+        k, n = s["pred"]
+        head += f"\nρ undefined ({k}/{n} targets predicted)"
+    return head
+
+
+def plot(df: pd.DataFrame):
+    model = df["model"].iloc[0] if "model" in df else ""
+    s = summary(df)
+    return plot_deviation_vs_radius(df, rules=RULES, forms=FORMS,
+                                    title=f"{model} {EDITOR}: {verdict(s)}{few_note(df)}")
+
+
+def headline(df: pd.DataFrame) -> str:
+    s = summary(df)
+    k, n = s["pred"]
+    rules = "; ".join(f"{r} median Δ {fmt(s[r][0])}, Δ<ρ " + ", ".join(f"{f} {pct(v)}" for f, v in s[r][2].items())
+                      for r in RULES)
+    return (f"{rules}; median ρ {fmt(s['rho'])} ({k}/{n} predicted) "
+            "(paper: covariance Δ ≫ identity Δ, covariance Δ > ρ, identity Δ < ρ)")
+
+
+if __name__ == "__main__":
+    main(__file__)

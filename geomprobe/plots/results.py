@@ -1,0 +1,332 @@
+"""Evaluation-family figures: main-results bars and table, ablation, declarative results, edit overhead,
+near-duplicate subjects, sequential edits (RoSE Tab. 1, Fig. 6, 15, 16, 18, 20).
+
+Every plot function takes a tidy DataFrame and returns a matplotlib Figure.  :func:`form_scores` turns
+:func:`geomprobe.evaluate.evaluate` rows into the paper's per-form table (tidy), and
+:func:`results_markdown` renders that table as Markdown.
+
+**Per-form metrics** (what :func:`form_scores` reports, in percent, each request weighing the same):
+
+* ``declarative``: efficacy = the edit prompt itself, paraphrase = the request's declarative paraphrases,
+  locality = the declarative neighbourhood prompts;
+* ``question`` / ``instruction``: efficacy = the first held-out query of that form (``prompt_idx`` 0),
+  paraphrase = the other held-out queries of that form (rephrasings of the same question), locality =
+  the neighbourhood prompts rendered in that form.  This is the paper's reading of Tab. 1, where
+  "efficacy" and "paraphrase" are measured "in the same linguistic form" as the query;
+* ``overall`` = the arithmetic mean of efficacy, paraphrase and locality (as RoSE Tab. 1 reports it; NaN
+  when one of them is missing).
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .style import editor_color, setup
+
+FORM_ORDER: tuple[str, ...] = ("instruction", "question", "declarative")
+METRICS: tuple[str, ...] = ("efficacy", "paraphrase", "locality", "overall")
+PROTOCOL_LABEL = {"prob": "MEMIT-style P(new) > P(true)", "token_acc": "EasyEdit-style token accuracy"}
+SCORE_COLUMNS = ("protocol", "form", "metric", "value", "n_requests")
+
+
+# --------------------------------------------------------------------------- data shaping
+
+
+def _mean_per_request(rows: pd.DataFrame) -> tuple[float, int]:
+    if rows.empty:
+        return math.nan, 0
+    key = "request" if "request" in rows.columns else "case_id"
+    per = rows.groupby(key)["value"].mean()
+    return float(per.mean() * 100.0), int(len(per))
+
+
+def form_scores(ev: pd.DataFrame, by: Sequence[str] = ("editor",),
+                forms: Sequence[str] = FORM_ORDER) -> pd.DataFrame:
+    """Per-form efficacy / paraphrase / locality / overall (percent) from :func:`evaluate` rows.
+
+    Args:
+        ev: rows of :func:`geomprobe.evaluate.evaluate` (plus the ``by`` columns).
+        by: grouping columns kept in the output (e.g. ``editor``, ``n_edits``).
+        forms: forms to report.
+
+    Returns:
+        tidy DataFrame: ``*by, protocol, form, metric, value, n_requests`` (``value`` in percent).
+    """
+    by = [c for c in by if c in ev.columns]
+    rows = []
+    for keys, g in ev.groupby([*by, "protocol"], sort=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        base = dict(zip([*by, "protocol"], keys))
+        for form in forms:
+            if form == "declarative":
+                parts = {"efficacy": g[(g["form"] == "declarative") & (g["metric"] == "efficacy")],
+                         "paraphrase": g[(g["form"] == "paraphrase") & (g["metric"] == "paraphrase")]}
+            else:
+                gen = g[(g["form"] == form) & (g["metric"] == "generalization")]
+                parts = {"efficacy": gen[gen["prompt_idx"] == 0], "paraphrase": gen[gen["prompt_idx"] > 0]}
+            parts["locality"] = g[(g["form"] == form) & (g["metric"] == "locality")]
+            vals = {m: _mean_per_request(sub) for m, sub in parts.items()}
+            if all(n == 0 for _, n in vals.values()):
+                continue
+            three = [vals[m][0] for m in ("efficacy", "paraphrase", "locality")]
+            overall = float(np.mean(three)) if all(np.isfinite(three)) else math.nan
+            n_max = max(n for _, n in vals.values())
+            vals["overall"] = (overall, n_max if np.isfinite(overall) else 0)
+            for m in METRICS:
+                rows.append({**base, "form": form, "metric": m, "value": vals[m][0], "n_requests": vals[m][1]})
+    return pd.DataFrame(rows, columns=[*by, *SCORE_COLUMNS])
+
+
+def score(df: pd.DataFrame, editor: str, metric: str = "efficacy", form: str = "instruction",
+          protocol: str = "prob", **where) -> float:
+    """One number from a :func:`form_scores` table (NaN when absent)."""
+    sel = (df["editor"] == editor) & (df["metric"] == metric) & (df["form"] == form) & (df["protocol"] == protocol)
+    for k, v in where.items():
+        sel &= df[k] == v
+    vals = df.loc[sel, "value"].dropna()
+    return float(vals.iloc[0]) if len(vals) else math.nan
+
+
+def fmt(x: float, digits: int = 1) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+
+def compare(a: float, b: float, name_a: str, name_b: str, tol: float = 0.05) -> str:
+    """``"rose beats memit-merge"`` / ``"ties"`` / ``"trails"``, or ``"cannot be compared"`` with a NaN."""
+    if not (np.isfinite(a) and np.isfinite(b)):
+        return f"{name_a} vs {name_b} cannot be compared"
+    if abs(a - b) <= tol:
+        return f"{name_a} ties {name_b}"
+    return f"{name_a} {'beats' if a > b else 'trails'} {name_b}"
+
+
+def results_markdown(df: pd.DataFrame, title: str = "Main results",
+                     paper: pd.DataFrame | None = None, notes: Sequence[str] = ()) -> str:
+    """Markdown tables from a :func:`form_scores` table: one per (protocol, form), editors as rows."""
+    from ..evaluate import to_markdown
+
+    lines = [f"# {title}", ""]
+    lines += [*notes, ""] if notes else []
+    protocols = [p for p in ("prob", "token_acc") if p in set(df["protocol"])]
+    protocols += sorted(set(df["protocol"]) - set(protocols))
+    editors = list(dict.fromkeys(df["editor"]))
+    for proto in protocols:
+        for form in [f for f in FORM_ORDER if f in set(df["form"])]:
+            d = df[(df["protocol"] == proto) & (df["form"] == form)]
+            if d.empty:
+                continue
+            t = d.pivot_table(index="editor", columns="metric", values="value", aggfunc="first", dropna=False)
+            t = t.reindex(index=[e for e in editors if e in t.index], columns=list(METRICS))
+            n = d[d["metric"] == "efficacy"].set_index("editor")["n_requests"]
+            t["n"] = [int(n.get(e, 0)) for e in t.index]
+            t = t.reset_index()
+            t["n"] = t["n"].astype(int)
+            lines += [f"## {form} queries — `{proto}` ({PROTOCOL_LABEL.get(proto, proto)})", "",
+                      to_markdown(t), ""]
+    if paper is not None and not paper.empty:
+        lines += ["## Paper reference (RoSE Tab. 1, Qwen2.5-7B-Instruct, instruction queries)", "",
+                  to_markdown(paper), ""]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _bar_labels(ax, bars, values, fontsize: float = 5.5) -> None:
+    """Value labels above bars (``n/a`` for missing values) so zero-height bars stay readable."""
+    for b, v in zip(bars, values):
+        txt = "n/a" if not np.isfinite(v) else f"{v:.0f}"
+        y = 0.0 if not np.isfinite(v) else v
+        ax.text(b.get_x() + b.get_width() / 2, y + 1.0, txt, ha="center", va="bottom", fontsize=fontsize,
+                rotation=90 if len(bars) > 10 else 0, color="#333333")
+
+
+def plot_metric_bars(df: pd.DataFrame, metrics: Sequence[str] = METRICS, editors: Sequence[str] | None = None,
+                     title: str | None = None, ylabel: str = "score (%)", figsize=(6.8, 2.7),
+                     labels: bool = True, legend_cols: int | None = None):
+    """Grouped bars: one group per metric, one bar per editor (editor colours), values in percent.
+
+    ``df`` holds ``editor, metric, value`` for one form and protocol (extra rows are ignored).
+    """
+    setup()
+    editors = list(editors) if editors is not None else list(dict.fromkeys(df["editor"]))
+    metrics = [m for m in metrics if m in set(df["metric"])]
+    fig, ax = plt.subplots(figsize=figsize)
+    n = max(len(editors), 1)
+    width = 0.84 / n
+    x = np.arange(len(metrics))
+    for i, ed in enumerate(editors):
+        vals = [df.loc[(df["editor"] == ed) & (df["metric"] == m), "value"] for m in metrics]
+        vals = np.array([float(v.iloc[0]) if len(v) else np.nan for v in vals], dtype=float)
+        pos = x - 0.42 + width * (i + 0.5)
+        bars = ax.bar(pos, np.nan_to_num(vals), width * 0.92, color=editor_color(ed), label=ed,
+                      edgecolor="#333333" if ed == "unedited" else "none", linewidth=0.4,
+                      hatch="//" if ed == "unedited" else None)
+        if ed == "unedited":
+            for b in bars:
+                b.set_facecolor("white")
+        if labels:
+            _bar_labels(ax, bars, vals)
+    ax.set_xticks(x, metrics)
+    ax.set_ylim(0, 115 if labels else 105)
+    ax.set_yticks([0, 25, 50, 75, 100])
+    ax.set_ylabel(ylabel)
+    ax.axhline(0, color="#333333", lw=0.6)
+    ax.legend(frameon=False, ncol=legend_cols or min(n, 4), loc="upper center", bbox_to_anchor=(0.5, -0.1),
+              fontsize=6.5, handlelength=1.2, columnspacing=1.0)
+    if title:
+        ax.set_title(wrap(title, figsize[0]))
+    return fig
+
+
+def wrap(title: str, width_in: float) -> str:
+    """Wrap each line of a title to the figure width (about 15 characters per inch at the title size)."""
+    n = max(int(width_in * 15), 20)
+    return "\n".join(textwrap.fill(line, n) for line in title.split("\n"))
+
+
+def plot_overhead(df: pd.DataFrame, title: str | None = None):
+    """Two bar panels per editor: wall time per edit batch (s) and peak memory (GB or MB)."""
+    setup()
+    d = df.drop_duplicates("editor")
+    editors = list(d["editor"])
+    secs = d["seconds"].astype(float).to_numpy()
+    mem = d["peak_memory_mb"].astype(float).to_numpy()
+    gb = np.nanmax(np.abs(mem)) >= 1024 if np.isfinite(mem).any() else False
+    mem_plot, unit = (mem / 1024.0, "GB") if gb else (mem, "MB")
+    colors = [editor_color(e) for e in editors]
+    fig, axes = plt.subplots(1, 2, figsize=(6.8, 2.6))
+    device = str(d["device"].iloc[0]) if "device" in d else ""
+    mem_what = "CUDA allocator peak" if device.startswith("cuda") else "peak RSS growth"
+    for ax, vals, lab in ((axes[0], secs, "wall time per edit batch (s)"),
+                          (axes[1], mem_plot, f"{mem_what} ({unit})")):
+        y = np.arange(len(editors))
+        ax.barh(y, np.nan_to_num(vals), color=colors, height=0.7)
+        ax.set_yticks(y, editors)
+        ax.invert_yaxis()
+        ax.set_xlabel(lab)
+        top = np.nanmax(vals) if np.isfinite(vals).any() and np.nanmax(vals) > 0 else 1.0
+        ax.set_xlim(0, top * 1.28)
+        for yi, v in zip(y, vals):
+            ax.text((v if np.isfinite(v) else 0) + top * 0.02, yi, "n/a" if not np.isfinite(v) else f"{v:.3g}",
+                    va="center", fontsize=6)
+    axes[1].set_yticklabels([])
+    note = not device.startswith("cuda")
+    if note:
+        fig.text(0.99, 0.01, "CPU: growth of the process's peak RSS (a high-water mark; depends on run order)",
+                 ha="right", va="bottom", fontsize=5.5, color="#555555")
+    if title:
+        fig.suptitle(title, fontsize=8.5)
+    fig.tight_layout(rect=(0, 0.05 if note else 0, 1, 1))
+    return fig
+
+
+def plot_similar_subjects(df: pd.DataFrame, title: str | None = None, layer: int | None = None):
+    """Left: key cosines of near-duplicate subject pairs vs different-subject pairs (per form).
+    Right: locality breach on the near-duplicate subject's prompts vs on unrelated prompts, per editor.
+
+    ``df`` rows: ``kind`` ``key_cosine`` (``pair_kind`` near-duplicate / different-subject, ``form``, ``value``) and
+    ``kind`` ``breach`` (``editor``, ``probe`` near-duplicate / unrelated, ``metric`` breach_prob, ``value``
+    in [0, 1], optional ``n_prompts`` weights: bars show the share of prompts).
+    """
+    setup()
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(6.8, 2.7), gridspec_kw={"width_ratios": [1, 1.5]})
+    kc = df[df["kind"] == "key_cosine"]
+    forms = [f for f in ("declarative", "question", "instruction") if f in set(kc["form"])]
+    styles = {"near-duplicate": ("#D55E00", "near-duplicate pair"), "different-subject": ("#0072B2", "different subjects")}
+    rng = np.random.default_rng(0)
+    for k, (pair, (color, lab)) in enumerate(styles.items()):
+        for i, form in enumerate(forms):
+            v = kc[(kc["pair_kind"] == pair) & (kc["form"] == form)]["value"].astype(float).dropna().to_numpy()
+            if not len(v):
+                continue
+            xpos = i + (k - 0.5) * 0.36
+            ax0.scatter(xpos + rng.uniform(-0.07, 0.07, len(v)), v, s=9, color=color, alpha=0.7, lw=0,
+                        label=lab if i == 0 else None)
+            ax0.plot([xpos - 0.13, xpos + 0.13], [v.mean()] * 2, color=color, lw=1.6)
+    ax0.set_xticks(range(len(forms)), forms)
+    ax0.set_xlim(-0.6, len(forms) - 0.4)
+    lo = float(np.nanmin(kc["value"])) if len(kc) else 0.0
+    ax0.set_ylim(min(0.0, lo - 0.05), 1.02)
+    ax0.set_ylabel(f"key cosine (layer {layer})" if layer is not None else "key cosine (edit layer)")
+    ax0.legend(frameon=False, loc="lower left", fontsize=6)
+    ax0.set_title("keys (bar = mean)", fontsize=7.5)
+
+    br = df[(df["kind"] == "breach") & (df["metric"] == "breach_prob")]
+    editors = list(dict.fromkeys(br["editor"]))
+    probes = [("near-duplicate", "prompt of the near-duplicate subject", None),
+              ("unrelated", "unrelated-subject prompt", "////")]
+    width = 0.38
+    for j, (probe, lab, hatch) in enumerate(probes):
+        vals = []
+        for ed in editors:
+            v = br[(br["editor"] == ed) & (br["probe"] == probe)].dropna(subset=["value"])
+            w = v["n_prompts"].astype(float) if "n_prompts" in v else pd.Series(1.0, index=v.index)
+            vals.append(float((v["value"] * w).sum() / w.sum() * 100) if len(v) and w.sum() > 0 else np.nan)
+        pos = np.arange(len(editors)) + (j - 0.5) * width
+        bars = ax1.bar(pos, np.nan_to_num(vals), width * 0.9, color=[editor_color(e) for e in editors],
+                       hatch=hatch, edgecolor="white" if hatch else "none", lw=0, alpha=1.0 if j == 0 else 0.55)
+        _bar_labels(ax1, bars, np.array(vals, dtype=float), fontsize=6)
+    from matplotlib.patches import Patch
+
+    ax1.legend(handles=[Patch(facecolor="#888888", label=probes[0][1]),
+                        Patch(facecolor="#888888", alpha=0.55, hatch="////", edgecolor="white", label=probes[1][1])],
+               frameon=False, loc="upper left", fontsize=6)
+    ax1.set_xticks(range(len(editors)), editors)
+    ax1.set_ylim(0, 118)
+    ax1.set_yticks([0, 25, 50, 75, 100])
+    ax1.set_ylabel("locality breach (% of prompts)")
+    ax1.set_title("after editing the '-a' subjects", fontsize=7.5)
+    if title:
+        fig.suptitle(title, fontsize=8.5)
+    fig.tight_layout()
+    return fig
+
+
+def plot_sequential(df: pd.DataFrame, metrics: Sequence[str] = METRICS, form: str = "instruction",
+                    protocol: str = "prob", title: str | None = None):
+    """One panel per metric: the score on ``form`` queries against the number of sequential edits, one line
+    per editor.  ``df`` rows: ``editor, n_edits, protocol, form, metric, value``."""
+    setup()
+    d = df[(df["form"] == form) & (df["protocol"] == protocol)]
+    metrics = [m for m in metrics if m in set(d["metric"])] or list(metrics[:1])
+    fig, axes = plt.subplots(1, len(metrics), figsize=(1.75 * len(metrics) + 0.3, 2.5), sharey=True, squeeze=False)
+    axes = axes[0]
+    editors = list(dict.fromkeys(df["editor"]))
+    ns = sorted({int(n) for n in d["n_edits"].dropna()}) if len(d) else []
+    markers = ["o", "s", "^", "D", "v", "P"]
+    for ax, m in zip(axes, metrics):
+        for k, ed in enumerate(editors):
+            e = d[(d["editor"] == ed) & (d["metric"] == m)].sort_values("n_edits")
+            if e.empty:
+                continue
+            # a small horizontal offset per editor keeps coinciding lines apart
+            jitter = 1.0 + 0.03 * (k - (len(editors) - 1) / 2)
+            ax.plot(e["n_edits"].astype(float) * jitter, e["value"].astype(float), marker=markers[k % len(markers)],
+                    ms=3.5, lw=1.2, color=editor_color(ed), label=ed)
+        ax.set_xscale("log", base=2)
+        if ns:
+            ax.set_xticks(ns, [str(n) for n in ns])
+            ax.minorticks_off()
+        ax.set_ylim(-4, 104)
+        ax.set_title(m, fontsize=7.5)
+        ax.set_xlabel("sequential edits")
+    axes[0].set_ylabel(f"{form} score (%, {protocol})")
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, frameon=False, loc="lower center", ncol=len(labels), fontsize=6.5,
+                   bbox_to_anchor=(0.5, -0.02))
+    if title:
+        fig.suptitle(title, fontsize=8.5)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    return fig
+
+
+__all__ = ["FORM_ORDER", "METRICS", "PROTOCOL_LABEL", "compare", "fmt", "form_scores", "plot_metric_bars",
+           "plot_overhead", "plot_sequential", "plot_similar_subjects", "results_markdown", "score"]

@@ -1,0 +1,9 @@
+"""Reports: ``diagnose`` (why an edit works or fails, per request and form) and ``compare`` (editors side by
+side).  Verdicts come from the measurements through the rules of :mod:`geomprobe.report.verdict`; the reports
+are written as self-contained HTML, Markdown and JSON by :mod:`geomprobe.report.render`."""
+
+from .compare import compare
+from .diagnose import diagnose
+from .verdict import RULES, THRESHOLDS, judge
+
+__all__ = ["RULES", "THRESHOLDS", "compare", "diagnose", "judge"]

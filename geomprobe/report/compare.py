@@ -1,0 +1,127 @@
+"""``compare``: the same requests through several editors, side by side.
+
+    report = gp.compare("toy-llama", "requests.json", editors=["memit", "memit-merge", "alphaedit", "rose"],
+                        out="cmp")
+
+Every editor is measured exactly as :func:`geomprobe.report.diagnose` measures one (shared workspace: the
+unedited evaluation, reference predictions, key geometry and value optimisations that editors share — e.g.
+``memit`` and ``alphaedit`` both use per-request targets — are computed once; each edit's time and peak
+memory still count its value optimisation).
+
+JSON report (``report.json``; schema ``geomprobe.compare/1``):
+
+* ``schema``, ``model``, ``editors`` (in the order given), ``overrides`` (applied to every editor),
+  ``requests``, ``forms``, ``rules``, ``thresholds``, ``weights_unchanged``, ``wall_seconds``, ``created``,
+  ``geomprobe_version``, ``files`` — as in ``geomprobe.diagnose/1``;
+* ``table`` — one row per editor and form, fields :data:`TABLE_FIELDS`: ``success_before`` / ``success_after``
+  (mean over requests of the share of the form's prompts on which the target wins, ``prob`` protocol),
+  ``token_acc_after`` (``token_acc`` protocol), ``n_ok`` of ``n_requests`` (requests whose verdict on the form
+  is ok), ``rho_median`` / ``rho_rel_median`` (over requests), ``delta_median`` (over requests; 0 on the
+  declarative form), ``delta_lt_rho_rate`` (share of requests with Δ < ρ; None on the declarative form),
+  ``edit_seconds``, ``peak_memory_mb``;
+* ``per_editor`` — ``{editor: {layers, config, editor_rule, editor_mode, measurements, verdicts, metrics, edit}}``
+  with the diagnose record formats.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import verdict as V
+from .diagnose import (FORMS, _model_info, _plain, check_editors, check_unchanged, load_inputs, make_workspace,
+                       measure, snapshot)
+
+SCHEMA = "geomprobe.compare/1"
+DEFAULT_EDITORS: tuple[str, ...] = ("memit", "memit-merge", "alphaedit", "rose")
+TABLE_FIELDS: tuple[str, ...] = ("editor", "form", "success_before", "success_after", "token_acc_after", "n_ok",
+                                 "n_requests", "rho_median", "rho_rel_median", "delta_median", "delta_lt_rho_rate",
+                                 "edit_seconds", "peak_memory_mb")
+REPORT_KEYS: tuple[str, ...] = ("schema", "model", "editors", "overrides", "requests", "forms", "table",
+                                "per_editor", "rules", "thresholds", "weights_unchanged", "wall_seconds", "created",
+                                "geomprobe_version", "files")
+
+
+def _median(xs) -> float | None:
+    xs = [float(x) for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def _mean(xs) -> float | None:
+    xs = [float(x) for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
+
+
+def table_rows(name: str, res: dict) -> list[dict[str, Any]]:
+    rows = []
+    ok = {(v["case_id"], v["form"]): v["ok"] for v in res["verdicts"]}
+    for form in FORMS:
+        ms = [m for m in res["measurements"] if m["form"] == form]
+        if not ms:
+            continue
+        pairs = [(m["delta"], m["rho"]) for m in ms if m["delta"] is not None and m["rho"] is not None]
+        rows.append({
+            "editor": name, "form": form, "success_before": _mean(m["success_before"] for m in ms),
+            "success_after": _mean(m["success_after"] for m in ms),
+            "token_acc_after": _mean(m.get("token_acc_after") for m in ms),
+            "n_ok": sum(bool(ok.get((m["case_id"], form))) for m in ms), "n_requests": len(ms),
+            "rho_median": _median(m["rho"] for m in ms), "rho_rel_median": _median(m["rho_rel"] for m in ms),
+            "delta_median": _median(m["delta"] for m in ms),
+            "delta_lt_rho_rate": (sum(d < r for d, r in pairs) / len(pairs)) if pairs and form != "declarative"
+            else None,
+            "edit_seconds": res["edit"]["seconds"], "peak_memory_mb": res["edit"]["peak_memory_mb"],
+        })
+    return rows
+
+
+def compare(model: Any, requests: Any, editors: Sequence[str] | str = DEFAULT_EDITORS,
+            out: str | Path | None = None, *, overrides: dict | None = None, trials: int = 10,
+            device: str | None = None, dtype: str | None = None,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run :func:`~geomprobe.report.diagnose`'s measurements for each editor on the same requests.
+
+    Args:
+        model / requests / overrides / trials / device / dtype: as for :func:`~geomprobe.report.diagnose`
+            (``overrides`` apply to every editor).
+        editors: names, or one comma-separated string.
+        out: folder for ``report.html``, ``report.md``, ``report.json`` and the figure PNGs.
+
+    Returns:
+        the JSON report (see the module docstring).
+    """
+    from .. import __version__
+    from .render import write_compare
+
+    t0 = time.perf_counter()
+    if isinstance(editors, str):
+        editors = editors.split(",")
+    names = check_editors(list(editors))
+    if len(set(names)) != len(names):
+        names = list(dict.fromkeys(names))
+    lm, reqs = load_inputs(model, requests, device, dtype, log)
+    saved = snapshot(lm)
+    ws = make_workspace(lm, reqs, lm.name, out, trials, log)
+    overrides = dict(overrides or {})
+    per_editor, table = {}, []
+    for name in names:
+        res = measure(ws, reqs, name, overrides)
+        check_unchanged(lm, saved)
+        upd = res.pop("update")
+        per_editor[name] = {"layers": list(upd.layers), "config": dict(upd.hparams), **res}
+        table.extend(table_rows(name, res))
+    report = {
+        "schema": SCHEMA, "model": _model_info(lm), "editors": names,
+        "overrides": {k: _plain(v) for k, v in overrides.items()}, "requests": [r.to_dict() for r in reqs],
+        "forms": list(FORMS), "table": table, "per_editor": per_editor, "rules": V.rules_table(),
+        "thresholds": dict(V.THRESHOLDS), "weights_unchanged": True, "wall_seconds": time.perf_counter() - t0,
+        "created": time.strftime("%Y-%m-%d %H:%M"), "geomprobe_version": __version__, "files": [],
+    }
+    if out is not None:
+        report["files"] = write_compare(report, Path(out))
+    return report
+
+
+__all__ = ["DEFAULT_EDITORS", "REPORT_KEYS", "SCHEMA", "TABLE_FIELDS", "compare"]

@@ -1,0 +1,367 @@
+"""``diagnose``: why an edit works or fails, per request and linguistic form.
+
+    import geomprobe as gp
+    report = gp.diagnose("toy-llama", "requests.json", editor="memit", out="diag")
+    for v in report["verdicts"]:
+        print(v["case_id"], v["form"], v["verdict"])
+
+The edit is computed once and applied only inside ``update.applied(lm)``; the model's rewrite weights are
+checked bit-identical afterwards.  Every number comes from the probes (:mod:`geomprobe.probes`) and
+:func:`geomprobe.evaluate.evaluate`; the verdicts come from the numbers through the rules of
+:mod:`geomprobe.report.verdict`.
+
+JSON report (``report.json``; schema ``geomprobe.diagnose/1``, fields stable within a schema version):
+
+* ``schema`` — ``"geomprobe.diagnose/1"``;
+* ``model`` — ``{name, n_layers, d_model, d_mlp, dtype}``;
+* ``editor`` — editor name; ``editor_rule`` / ``editor_mode`` — its update rule and value optimisation mode;
+* ``overrides`` — editor options applied on top of the model's preset; ``config`` — the resolved config;
+* ``layers`` — edit layers (Δ and ρ are measured at the last one);
+* ``requests`` — the edited requests (``EditRequest.to_dict()``; requests without a ``case_id`` get ``r<i>``);
+* ``forms`` — ``["declarative", "question", "instruction"]``;
+* ``measurements`` — one record per request and form, fields
+  :data:`geomprobe.report.verdict.MEASUREMENT_FIELDS` (meanings in that module's docstring; ρ, Δ in
+  residual-norm units at the last edit layer; success shares under the ``prob`` protocol);
+* ``verdicts`` — one record per request and form, fields :data:`geomprobe.report.verdict.VERDICT_FIELDS`
+  (``ok``, ``rules`` fired, ``verdict`` sentence, ``remedies``, the ``numbers`` the rules read, ``thresholds``);
+* ``rules`` — the rule table (``id, when, says, remedy``);
+* ``metrics`` — before/after summary per form: ``{form, protocol, before, after, n}`` (mean over requests of the
+  per-request share; ``prob`` and ``token_acc``);
+* ``edit`` — ``{seconds, peak_memory_mb, delta_norms, value_steps_run, value_loss_first, value_loss_last}``;
+* ``weights_unchanged`` — True (a run whose weights changed raises instead of reporting);
+* ``wall_seconds``, ``created``, ``geomprobe_version``, ``files`` (paths written; empty without ``out``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..errors import GeomprobeError
+from . import verdict as V
+
+SCHEMA = "geomprobe.diagnose/1"
+FORMS: tuple[str, ...] = ("declarative", "question", "instruction")
+_METRIC = {"declarative": "efficacy", "question": "generalization", "instruction": "generalization"}
+
+
+# ---- inputs ---------------------------------------------------------------------------------------------
+def check_editors(names: Sequence[str]) -> list[str]:
+    """Editor names, validated before any model is loaded (unknown name: one-line error)."""
+    from .. import editors
+
+    names = [n.strip() for n in names if n and n.strip()]
+    if not names:
+        raise GeomprobeError("no editor given; pass --editor NAME or --editors a,b,c")
+    for n in names:
+        editors.get(n)
+    return names
+
+
+def _with_ids(requests) -> list:
+    """Requests with unique, non-empty case ids (``r<i>`` for missing ones, ``<id>#<i>`` for repeats)."""
+    out, seen = [], set()
+    for i, r in enumerate(requests):
+        cid = r.case_id or f"r{i}"
+        if cid in seen:
+            cid = f"{cid}#{i}"
+        seen.add(cid)
+        out.append(r if cid == r.case_id else replace(r, case_id=cid))
+    return out
+
+
+def load_inputs(model: Any, requests: Any, device: str | None = None, dtype: str | None = None,
+                log: Callable[[str], None] = print):
+    """``(lm, requests)``: request file first (cheap errors before the model loads), then the model, then
+    every prompt of the diagnosed forms (a subject missing from a query is an error here, not mid-run)."""
+    from ..data import load_requests
+    from ..data.forms import eval_prompts
+    from ..models import LM, load_model
+
+    if isinstance(requests, (str, Path)):
+        reqs = list(load_requests(str(requests)))
+    else:
+        reqs = list(requests)
+    if not reqs:
+        raise GeomprobeError("no requests to diagnose; the request file holds none")
+    reqs = _with_ids(reqs)
+    if isinstance(model, LM):
+        lm = model
+    else:
+        kw = {k: v for k, v in (("device", device), ("dtype", dtype)) if v}
+        t0 = time.perf_counter()
+        lm = load_model(str(model), **kw)
+        log(f"loaded {lm.name} ({time.perf_counter() - t0:.1f} s)")
+    for r in reqs:
+        for form in FORMS:
+            eval_prompts(r, form, lm.tokenizer)
+    return lm, reqs
+
+
+def make_workspace(lm, reqs, model_name: str, out, trials: int, log):
+    """A :class:`~geomprobe.pipeline.Workspace` around an already loaded model (memoises edits and probes)."""
+    from ..pipeline import Settings, Workspace
+
+    ws = Workspace(model=lm, requests=list(reqs), out=out or ".", settings=Settings(trials=trials), log=log)
+    return ws
+
+
+def _ckey(reqs) -> tuple[str, ...]:
+    return tuple(r.case_id for r in reqs)
+
+
+def snapshot(lm) -> dict[int, torch.Tensor]:
+    return {l: lm.rewrite_module(l).weight.detach().clone() for l in range(lm.n_layers)}
+
+
+def check_unchanged(lm, saved: dict[int, torch.Tensor]) -> None:
+    changed = [l for l, w in saved.items() if not torch.equal(lm.rewrite_module(l).weight, w)]
+    if changed:
+        raise GeomprobeError(f"the model's rewrite weights changed at layers {changed} during the report (a bug); "
+                             "please report it")
+
+
+# ---- measurements ---------------------------------------------------------------------------------------
+def evaluation(ws, reqs, name: str | None, overrides: dict) -> pd.DataFrame:
+    """Metrics on the three forms, ``prob`` and ``token_acc``; ``name`` None: the unedited model."""
+    from ..evaluate import evaluate
+
+    ref = ws.reference(reqs)
+    kw = {"forms": FORMS, "reference": ref, "protocols": ("prob", "token_acc")}
+
+    def make():
+        if name is None:
+            return evaluate(ws.lm, reqs, **kw)
+        with ws.update(name, reqs, **overrides).applied(ws.lm):
+            return evaluate(ws.lm, reqs, **kw)
+
+    return ws.memo(("report-eval", name, _ckey(reqs), tuple(sorted(overrides.items()))), make)
+
+
+def _shares(df: pd.DataFrame) -> dict[tuple[str, str], dict[str, float]]:
+    """{(case_id, form): {success, target_prob, token_acc, n}} from an evaluation DataFrame."""
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for (cid, form), g in df.groupby(["case_id", "form"]):
+        if form not in _METRIC:
+            continue
+        crit = g[(g["protocol"] == "prob") & (g["metric"] == _METRIC[form])]["value"]
+        tp = g[(g["protocol"] == "prob") & (g["metric"] == "target_prob")]["value"]
+        ta = g[(g["protocol"] == "token_acc") & (g["metric"] == _METRIC[form])]["value"]
+        out[(cid, form)] = {"success": float(crit.mean()) if len(crit) else None,
+                            "target_prob": float(tp.mean()) if len(tp) else None,
+                            "token_acc": float(ta.mean()) if len(ta) else None,
+                            "n": int(max(len(crit), len(tp)))}
+    return out
+
+
+def key_geometry(ws, reqs, layer: int) -> dict[str, dict[str, Any]]:
+    """Per request: cosine of its question / instruction key to its declarative key (first prompt of each
+    form, :func:`geomprobe.probes.form_keys`) and its nearest other-subject declarative key."""
+    from ..probes import cosine_matrix, form_keys
+
+    def make():
+        K, index = form_keys(ws.lm, reqs, [layer], FORMS)
+        S = cosine_matrix(K[:, 0])
+        out: dict[str, dict[str, Any]] = {}
+        decl = index[index["form"] == "declarative"]
+        for r in reqs:
+            rows = index[index["case_id"] == r.case_id]
+            d = rows[rows["form"] == "declarative"]["row"]
+            rec: dict[str, Any] = {"key_cosine": {}, "collision_subject": None, "collision_cosine": None}
+            if len(d):
+                di = int(d.iloc[0])
+                for form in ("question", "instruction"):
+                    f = rows[rows["form"] == form]["row"]
+                    if len(f):
+                        rec["key_cosine"][form] = float(S[di, int(f.iloc[0])])
+                others = decl[decl["subject"] != r.subject]
+                if len(others):
+                    cos = S[di, torch.tensor(others["row"].to_numpy())]
+                    j = int(cos.argmax())
+                    rec["collision_subject"] = str(others["subject"].iloc[j])
+                    rec["collision_cosine"] = float(cos[j])
+            out[r.case_id] = rec
+        return out
+
+    return ws.memo(("report-keys", layer, _ckey(reqs)), make)
+
+
+def conflicts(ws, reqs, upd, mode: str) -> dict[str, float | None]:
+    """Mean gradient-conflict score per subject with two or more relations in the batch (step 0).
+
+    Merged editors (``joint``, ``hki``): the update's recorded gradients; per-request editors: computed
+    afresh at the start of a joint optimisation of the same requests (:func:`probes.gradient_conflict`).
+    """
+    from ..probes import gradient_conflict
+
+    count: dict[str, int] = {}
+    for r in reqs:
+        count[r.subject] = count.get(r.subject, 0) + 1
+    multi = [r for r in reqs if count[r.subject] >= 2]
+    if not multi:
+        return {}
+    layer = upd.layers[-1]
+    try:
+        if mode in ("joint", "hki") and upd.value is not None and upd.value.relation_grads:
+            table = gradient_conflict(update=upd)
+        else:
+            from ..editors import ValueConfig
+
+            vc = ValueConfig(**upd.hparams["value"])
+            table = ws.memo(("report-conflict", _ckey(multi), layer, repr(vc)),
+                            lambda: gradient_conflict(ws.lm, multi, layer, config=vc))
+    except GeomprobeError as e:  # e.g. a zero gradient: the conflict is undefined, say so in the log
+        ws.log(f"  gradient conflict not measurable ({e})")
+        return {}
+    if table.empty:
+        return {}
+    first = table[table["step"] == table["step"].min()]
+    return {s: float(g["value"].mean()) for s, g in first.groupby("subject")}
+
+
+def measure(ws, reqs, name: str, overrides: dict | None = None) -> dict[str, Any]:
+    """Everything :func:`diagnose` reports for one editor: ``{measurements, verdicts, metrics, edit, update}``."""
+    overrides = dict(overrides or {})
+    log = ws.log
+    t0 = time.perf_counter()
+    log(f"{name}: edit")
+    upd = ws.update(name, reqs, **overrides)
+    ed = ws.editor(name, **overrides)
+    layer = upd.layers[-1]
+    log(f"{name}: evaluate after the edit")
+    before = _shares(evaluation(ws, reqs, None, {}))
+    after = _shares(evaluation(ws, reqs, name, overrides))
+    log(f"{name}: tolerance radius, activation deviation, gradient conflict, key cosines")
+    rho = ws.tolerance(name, reqs, **overrides).reset_index(drop=True)
+    dev = ws.deviation(name, ("update", "covariance", "identity"), reqs, **overrides)
+    dmean = dev.groupby(["case_id", "form", "rule"])["value"].mean()
+    dk = dev[dev["rule"] == "update"].groupby(["case_id", "form"])["dk_norm"].mean()
+    conf = conflicts(ws, reqs, upd, ed.mode)
+    geo = key_geometry(ws, reqs, layer)
+    n_rel: dict[str, int] = {}
+    for r in reqs:
+        n_rel[r.subject] = n_rel.get(r.subject, 0) + 1
+
+    measurements = []
+    for i, r in enumerate(reqs):
+        rr = rho.iloc[i]
+        g = geo.get(r.case_id, {})
+        for form in FORMS:
+            b, a = before.get((r.case_id, form), {}), after.get((r.case_id, form), {})
+            if not a:
+                continue  # no prompts of this form (relation without templates)
+            if form == "declarative":
+                d_u = d_c = d_i = 0.0
+                amp, dkn, kc = None, 0.0, 1.0
+            else:
+                get = lambda rule: (float(dmean[(r.case_id, form, rule)])  # noqa: E731
+                                    if (r.case_id, form, rule) in dmean.index else None)
+                d_u, d_c, d_i = get("update"), get("covariance"), get("identity")
+                amp = d_c / d_i if d_c is not None and d_i else None
+                dkn = float(dk[(r.case_id, form)]) if (r.case_id, form) in dk.index else None
+                kc = g.get("key_cosine", {}).get(form)
+            measurements.append({
+                "editor": name, "editor_rule": ed.rule, "case_id": r.case_id, "subject": r.subject,
+                "relation": r.relation, "form": form, "layer": layer, "n_prompts": a.get("n"),
+                "success_before": b.get("success"), "success_after": a.get("success"),
+                "decl_success_after": after.get((r.case_id, "declarative"), {}).get("success"),
+                "target_prob_before": b.get("target_prob"), "target_prob_after": a.get("target_prob"),
+                "token_acc_before": b.get("token_acc"), "token_acc_after": a.get("token_acc"),
+                "rho": float(rr["value"]), "rho_rel": float(rr["value_rel"]), "h_norm": float(rr["h_norm"]),
+                "value_predicts": bool(rr["predicted"]), "delta": d_u, "delta_covariance": d_c,
+                "delta_identity": d_i, "amplification": amp, "dk_norm": dkn, "key_cosine": kc,
+                "conflict": conf.get(r.subject), "n_relations": n_rel[r.subject],
+                "collision_subject": g.get("collision_subject"), "collision_cosine": g.get("collision_cosine"),
+            })
+    verdicts = V.judge_all(measurements)
+    metrics = []
+    for form in FORMS:
+        for proto, key in (("prob", "success"), ("token_acc", "token_acc")):
+            bs = [before[(r.case_id, form)][key] for r in reqs if before.get((r.case_id, form), {}).get(key) is not None]
+            as_ = [after[(r.case_id, form)][key] for r in reqs if after.get((r.case_id, form), {}).get(key) is not None]
+            metrics.append({"form": form, "protocol": proto, "before": _mean(bs), "after": _mean(as_), "n": len(as_)})
+    val = upd.value
+    edit = {"seconds": upd.seconds, "peak_memory_mb": upd.peak_memory_mb,
+            "delta_norms": {str(k): v for k, v in upd.delta_norms().items()},
+            "value_steps_run": getattr(val, "steps_run", None),
+            "value_loss_first": float(val.losses[0]) if val is not None and val.losses else None,
+            "value_loss_last": float(val.losses[-1]) if val is not None and val.losses else None,
+            "measure_seconds": time.perf_counter() - t0}
+    return {"measurements": measurements, "verdicts": verdicts, "metrics": metrics, "edit": edit, "update": upd,
+            "editor_rule": ed.rule, "editor_mode": ed.mode}
+
+
+def _mean(xs) -> float | None:
+    return float(sum(xs) / len(xs)) if xs else None
+
+
+def _model_info(lm) -> dict[str, Any]:
+    return {"name": lm.name, "n_layers": lm.n_layers, "d_model": lm.d_model, "d_mlp": lm.d_mlp,
+            "dtype": str(lm.dtype).replace("torch.", "")}
+
+
+def _jsonable_config(hp: dict) -> dict:
+    return {k: v for k, v in hp.items()}
+
+
+# ---- entry point ----------------------------------------------------------------------------------------
+def diagnose(model: Any, requests: Any, editor: str = "memit", out: str | Path | None = None, *,
+             overrides: dict | None = None, trials: int = 10, device: str | None = None, dtype: str | None = None,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Diagnose one editor on ``requests``: measurements, verdicts and (with ``out``) the reports.
+
+    Args:
+        model: built-in name, HF id, local path, or a loaded :class:`~geomprobe.LM`.
+        requests: built-in set name, request file, or a list of :class:`~geomprobe.EditRequest`.
+        editor: editor name (``gp.editors.names()`` or ``revive(<name>)``).
+        out: folder for ``report.html`` (self-contained), ``report.md``, ``report.json`` and the figure PNGs.
+        overrides: editor options on top of the model's preset (``layers=``, ``lam=``, ``value_clamp=``...).
+        trials: noise draws per radius of the tolerance probe.
+
+    Returns:
+        the JSON report (see the module docstring), with ``files`` listing what was written.
+    """
+    from .. import __version__
+    from .render import write_diagnose
+
+    t0 = time.perf_counter()
+    (name,) = check_editors([editor])
+    lm, reqs = load_inputs(model, requests, device, dtype, log)
+    saved = snapshot(lm)
+    ws = make_workspace(lm, reqs, lm.name, out, trials, log)
+    overrides = dict(overrides or {})
+    res = measure(ws, reqs, name, overrides)
+    check_unchanged(lm, saved)
+    upd = res["update"]
+    report = {
+        "schema": SCHEMA, "model": _model_info(lm), "editor": name, "editor_rule": res["editor_rule"],
+        "editor_mode": res["editor_mode"], "overrides": {k: _plain(v) for k, v in overrides.items()},
+        "config": _jsonable_config(upd.hparams), "layers": list(upd.layers),
+        "requests": [r.to_dict() for r in reqs], "forms": list(FORMS),
+        "measurements": res["measurements"], "verdicts": res["verdicts"], "rules": V.rules_table(),
+        "thresholds": dict(V.THRESHOLDS), "metrics": res["metrics"], "edit": res["edit"], "weights_unchanged": True,
+        "wall_seconds": time.perf_counter() - t0, "created": time.strftime("%Y-%m-%d %H:%M"),
+        "geomprobe_version": __version__, "files": [],
+    }
+    if out is not None:
+        report["files"] = write_diagnose(report, Path(out))
+    return report
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+#: Top-level keys of the diagnose JSON report, in order.
+REPORT_KEYS: tuple[str, ...] = ("schema", "model", "editor", "editor_rule", "editor_mode", "overrides", "config",
+                                "layers", "requests", "forms", "measurements", "verdicts", "rules", "thresholds",
+                                "metrics", "edit", "weights_unchanged", "wall_seconds", "created",
+                                "geomprobe_version", "files")
+
+__all__ = ["FORMS", "REPORT_KEYS", "SCHEMA", "diagnose", "measure"]

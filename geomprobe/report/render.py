@@ -1,0 +1,316 @@
+"""Reports on disk and on the terminal: self-contained HTML (figures as base64 PNG), Markdown, JSON.
+
+Each writer returns the paths it wrote: ``report.html``, ``report.md``, ``report.json`` and the figures as
+``<name>.png`` next to them (the Markdown links the PNGs; the HTML embeds them and needs nothing else).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import pandas as pd
+
+
+# ---- cells ------------------------------------------------------------------------------------------------
+def _cell(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if math.isnan(v):
+            return "–"
+        if math.isinf(v):
+            return "∞"
+        return f"{v:.{digits}g}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_cell(x) for x in v)
+    return str(v)
+
+
+def _pct(v: Any) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * float(v):.0f}%"
+
+
+def md_table(rows: Sequence[dict], cols: Sequence[tuple[str, str]]) -> str:
+    """Markdown table of ``rows`` with ``cols`` = (key, header); values already strings or formatted here."""
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
+    for r in rows:
+        lines.append("| " + " | ".join(_cell(r.get(k)).replace("|", "\\|").replace("\n", " ") for k, _ in cols) + " |")
+    return "\n".join(lines)
+
+
+def html_table(rows: Sequence[dict], cols: Sequence[tuple[str, str]], cls: str = "") -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in cols)
+    body = []
+    for r in rows:
+        tr_cls = r.get("_class", "")
+        cells = "".join(f"<td>{html.escape(_cell(r.get(k)))}</td>" for k, _ in cols)
+        body.append(f"<tr class='{tr_cls}'>{cells}</tr>")
+    return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:.6em 0;font-size:.86em}td,th{border:1px solid #ccc;padding:3px 7px;
+text-align:left;vertical-align:top}th{background:#f3f3f3}tr.fail td:nth-child(3){color:#b3261e;font-weight:600}
+tr.ok td:nth-child(3){color:#137333;font-weight:600}code{background:#f5f5f5;padding:0 3px}
+img{max-width:100%;border:1px solid #eee}.meta{color:#555}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
+"""
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=200, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _json_default(o):
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, (set, tuple)):
+        return list(o)
+    return str(o)
+
+
+def _clean(o):
+    """NaN / inf → None so the JSON is standard."""
+    if isinstance(o, float) and (math.isnan(o) or math.isinf(o)):
+        return None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def write_json(report: dict, path: Path) -> None:
+    path.write_text(json.dumps(_clean(report), indent=1, default=_json_default, allow_nan=False) + "\n")
+
+
+# ---- shared sections ----------------------------------------------------------------------------------------
+_VERDICT_COLS = (("case_id", "request"), ("form", "form"), ("status", "status"), ("verdict", "verdict"),
+                 ("remedy", "remedy"), ("rule_ids", "rules"))
+_MEAS_COLS = (("case_id", "request"), ("form", "form"), ("before", "wins before"), ("after", "wins after"),
+              ("rho", "ρ"), ("rho_rel", "ρ/‖h‖"), ("delta", "Δ"), ("ratio", "Δ/ρ"), ("delta_covariance", "Δ cov."),
+              ("delta_identity", "Δ iso."), ("amplification", "cov./iso."), ("conflict", "conflict"),
+              ("key_cosine", "key cos (form vs decl.)"), ("collision_cosine", "max key cos other subject"))
+_RULE_COLS = (("id", "rule"), ("when", "fires when"), ("remedy", "remedy"))
+
+
+def _verdict_rows(verdicts: Sequence[dict]) -> list[dict]:
+    return [{"case_id": v["case_id"], "form": v["form"], "status": "ok" if v["ok"] else "FAIL",
+             "verdict": v["verdict"], "remedy": "; ".join(v["remedies"]) or "–", "rule_ids": ", ".join(v["rules"]),
+             "_class": "ok" if v["ok"] else "fail"} for v in verdicts]
+
+
+def _meas_rows(measurements: Sequence[dict]) -> list[dict]:
+    rows = []
+    for m in measurements:
+        d, r = m.get("delta"), m.get("rho")
+        ratio = (d / r if r else (math.inf if d else None)) if d is not None and r is not None else None
+        rows.append({**m, "before": _pct(m.get("success_before")), "after": _pct(m.get("success_after")),
+                     "ratio": ratio if m.get("form") != "declarative" else None})
+    return rows
+
+
+def _metric_rows(metrics: Sequence[dict]) -> list[dict]:
+    return [{"form": m["form"], "protocol": m["protocol"], "before": _pct(m["before"]), "after": _pct(m["after"]),
+             "n": m["n"]} for m in metrics]
+
+
+_METRIC_COLS = (("form", "form"), ("protocol", "protocol"), ("before", "before"), ("after", "after"),
+                ("n", "requests"))
+
+
+def _html_doc(title: str, parts: list[str]) -> str:
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{_CSS}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def _fig_html(name: str, png: bytes, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return (f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+_GLOSSARY = ("ρ: tolerance radius of the optimised value on the declarative edit prompt (largest isotropic noise "
+             "norm at the last edit layer under which the target is still predicted in 90% of draws). "
+             "Δ: ‖ΔW_L (k_form − k_decl)‖, the output deviation the edit produces at the last edit layer when the "
+             "prompt changes from the declarative form (mean over the form's prompts); same units as ρ. "
+             "Δ cov. / Δ iso.: the same with the MEMIT covariance rule / the isotropic rule on identical K, R. "
+             "conflict: mean 1 − |cos| between the gradients of the subject's relations at step 0. "
+             "wins: share of the form's prompts with P(target_new) > P(target_true) (prob protocol).")
+
+
+# ---- diagnose ---------------------------------------------------------------------------------------------------
+def diagnose_figures(report: dict) -> dict[str, tuple[Any, str]]:
+    from ..plots.report import plot_diagnose
+
+    df = pd.DataFrame(report["measurements"])
+    if df.empty:
+        return {}
+    return {"deviation_vs_radius": (plot_diagnose(df), "Δ per request and form (bars; hatched: the form fails) "
+                                    "against the request's ρ (black dash); markers: Δ of the covariance (×) and "
+                                    "isotropic (○) rules on the same keys and residuals.")}
+
+
+def _header(report: dict, kind: str) -> tuple[str, str]:
+    m = report["model"]
+    who = report["editor"] if kind == "diagnose" else ", ".join(report["editors"])
+    title = f"geomprobe {kind}: {who} on {m['name']}"
+    meta = (f"model {m['name']} ({m['n_layers']} layers, d={m['d_model']}, m={m['d_mlp']}, {m['dtype']}); "
+            f"{len(report['requests'])} requests; overrides {report['overrides'] or 'none'}; "
+            f"wall time {report['wall_seconds']:.1f} s; {report['created']}; geomprobe {report['geomprobe_version']}; "
+            f"weights bit-identical afterwards: {'yes' if report['weights_unchanged'] else 'NO'}")
+    return title, meta
+
+
+def write_diagnose(report: dict, out: Path) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    figs = {name: (_png(fig), cap) for name, (fig, cap) in diagnose_figures(report).items()}
+    files = []
+    for name, (png, _) in figs.items():
+        (out / f"{name}.png").write_bytes(png)
+        files.append(str(out / f"{name}.png"))
+    title, meta = _header(report, "diagnose")
+    e = report["edit"]
+    edit_line = (f"editor {report['editor']} (value mode {report['editor_mode']}, rule {report['editor_rule']}), "
+                 f"layers {report['layers']}, edit time {e['seconds']:.1f} s, peak memory {e['peak_memory_mb']:.0f} MB, "
+                 f"value loss {_cell(e['value_loss_first'])} → {_cell(e['value_loss_last'])} "
+                 f"in {e['value_steps_run']} steps")
+    verdicts, meas = _verdict_rows(report["verdicts"]), _meas_rows(report["measurements"])
+    md = [f"# {title}", "", meta, "", edit_line, "", "## Verdicts", "", md_table(verdicts, _VERDICT_COLS), "",
+          "## Metrics before / after", "", md_table(_metric_rows(report["metrics"]), _METRIC_COLS), "",
+          "## Measurements", "", _GLOSSARY, "", md_table(meas, _MEAS_COLS), "", "## Figures", ""]
+    md += [f"![{n}]({n}.png)\n\n{cap}\n" for n, (_, cap) in figs.items()]
+    md += ["## Verdict rules", "", "Thresholds: " + ", ".join(f"{k} = {v}" for k, v in report["thresholds"].items()),
+           "", md_table(report["rules"], _RULE_COLS), "", "Machine-readable: `report.json` (schema "
+           f"`{report['schema']}`)."]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    parts = [f"<h1>{html.escape(title)}</h1><p class='meta'>{html.escape(meta)}</p><p>{html.escape(edit_line)}</p>",
+             "<h2>Verdicts</h2>", html_table(verdicts, _VERDICT_COLS, "verdicts"),
+             "<h2>Metrics before / after</h2>", html_table(_metric_rows(report["metrics"]), _METRIC_COLS),
+             "<h2>Measurements</h2>", f"<p class='meta'>{html.escape(_GLOSSARY)}</p>", html_table(meas, _MEAS_COLS),
+             "<h2>Figures</h2>", *(_fig_html(n, png, cap) for n, (png, cap) in figs.items()),
+             "<h2>Verdict rules</h2>", "<p>Thresholds: " + html.escape(", ".join(
+                 f"{k} = {v}" for k, v in report["thresholds"].items())) + "</p>",
+             html_table(report["rules"], _RULE_COLS),
+             f"<p class='meta'>Machine-readable: report.json (schema {html.escape(report['schema'])}).</p>"]
+    (out / "report.html").write_text(_html_doc(title, parts))
+    files = [str(out / "report.html"), str(out / "report.md"), str(out / "report.json"), *files]
+    report["files"] = files
+    write_json(report, out / "report.json")
+    return files
+
+
+def summary_diagnose(report: dict) -> list[str]:
+    """A few terminal lines: one per request and form (ok / FAIL + the verdict), then the files."""
+    lines = [f"{report['editor']} on {report['model']['name']}: {len(report['requests'])} requests, layers "
+             f"{report['layers']}, edit {report['edit']['seconds']:.1f} s"]
+    for v in report["verdicts"]:
+        lines.append(f"  {v['case_id']:>10s} {v['form']:<12s} {'ok  ' if v['ok'] else 'FAIL'}  {v['verdict']}")
+        if v["remedies"]:
+            lines.append(f"  {'':>10s} {'':<12s}       remedy: {'; '.join(v['remedies'])}")
+    n_ok = sum(v["ok"] for v in report["verdicts"])
+    lines.append(f"{n_ok}/{len(report['verdicts'])} request-forms ok; weights bit-identical afterwards: "
+                 f"{'yes' if report['weights_unchanged'] else 'NO'}; wall time {report['wall_seconds']:.1f} s")
+    if report.get("files"):
+        lines.append("wrote " + ", ".join(report["files"]))
+    return lines
+
+
+# ---- compare ----------------------------------------------------------------------------------------------------
+_TABLE_COLS = (("editor", "editor"), ("form", "form"), ("before", "wins before"), ("after", "wins after"),
+               ("token_acc", "token acc. after"), ("n_ok", "forms ok"), ("rho", "median ρ"),
+               ("rho_rel", "median ρ/‖h‖"), ("delta", "median Δ"), ("delta_lt_rho", "Δ<ρ rate"),
+               ("edit_seconds", "edit time (s)"), ("peak_memory_mb", "peak memory (MB)"))
+
+
+def _table_rows(table: Sequence[dict]) -> list[dict]:
+    return [{**t, "before": _pct(t["success_before"]), "after": _pct(t["success_after"]),
+             "token_acc": _pct(t["token_acc_after"]), "n_ok": f"{t['n_ok']}/{t['n_requests']}",
+             "rho": t["rho_median"], "rho_rel": t["rho_rel_median"], "delta": t["delta_median"],
+             "delta_lt_rho": _pct(t["delta_lt_rho_rate"])} for t in table]
+
+
+def compare_figures(report: dict) -> dict[str, tuple[Any, str]]:
+    from ..plots.report import plot_compare_deviation, plot_compare_metrics
+
+    meas = pd.DataFrame([m for ed in report["per_editor"].values() for m in ed["measurements"]])
+    rows = pd.DataFrame([{"editor": t["editor"], "form": t["form"], "before": t["success_before"],
+                          "after": t["success_after"]} for t in report["table"]])
+    figs = {}
+    if not meas.empty:
+        figs["deviation_vs_radius"] = (plot_compare_deviation(meas), "Δ on the question and instruction forms per "
+                                       "editor (box) against the editor's ρ (shaded: interquartile range over "
+                                       "requests; dashed: median).")
+    if not rows.empty:
+        figs["metrics_before_after"] = (plot_compare_metrics(rows), "Share of prompts on which the edit's target "
+                                        "wins after each editor (bars) and before any edit (black tick), per form.")
+    return figs
+
+
+def write_compare(report: dict, out: Path) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    figs = {name: (_png(fig), cap) for name, (fig, cap) in compare_figures(report).items()}
+    files = []
+    for name, (png, _) in figs.items():
+        (out / f"{name}.png").write_bytes(png)
+        files.append(str(out / f"{name}.png"))
+    title, meta = _header(report, "compare")
+    table = _table_rows(report["table"])
+    md = [f"# {title}", "", meta, "", "## Side by side", "", _GLOSSARY, "", md_table(table, _TABLE_COLS), "",
+          "## Figures", ""]
+    md += [f"![{n}]({n}.png)\n\n{cap}\n" for n, (_, cap) in figs.items()]
+    parts = [f"<h1>{html.escape(title)}</h1><p class='meta'>{html.escape(meta)}</p>", "<h2>Side by side</h2>",
+             f"<p class='meta'>{html.escape(_GLOSSARY)}</p>", html_table(table, _TABLE_COLS),
+             "<h2>Figures</h2>", *(_fig_html(n, png, cap) for n, (png, cap) in figs.items())]
+    for ed, d in report["per_editor"].items():
+        md += [f"## {ed}: verdicts", "", f"layers {d['layers']}, edit time {d['edit']['seconds']:.1f} s", "",
+               md_table(_verdict_rows(d["verdicts"]), _VERDICT_COLS), "", md_table(_meas_rows(d["measurements"]),
+                                                                                  _MEAS_COLS), ""]
+        parts += [f"<h2>{html.escape(ed)}: verdicts</h2>",
+                  f"<p>layers {d['layers']}, edit time {d['edit']['seconds']:.1f} s</p>",
+                  html_table(_verdict_rows(d["verdicts"]), _VERDICT_COLS, "verdicts"),
+                  html_table(_meas_rows(d["measurements"]), _MEAS_COLS)]
+    md += ["## Verdict rules", "", md_table(report["rules"], _RULE_COLS), "",
+           f"Machine-readable: `report.json` (schema `{report['schema']}`)."]
+    parts += ["<h2>Verdict rules</h2>", html_table(report["rules"], _RULE_COLS),
+              f"<p class='meta'>Machine-readable: report.json (schema {html.escape(report['schema'])}).</p>"]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+    (out / "report.html").write_text(_html_doc(title, parts))
+    files = [str(out / "report.html"), str(out / "report.md"), str(out / "report.json"), *files]
+    report["files"] = files
+    write_json(report, out / "report.json")
+    return files
+
+
+def summary_compare(report: dict) -> list[str]:
+    lines = [f"{', '.join(report['editors'])} on {report['model']['name']}: {len(report['requests'])} requests",
+             f"  {'editor':<12s} {'form':<12s} {'before':>6s} {'after':>6s} {'ok':>5s} {'med ρ':>8s} {'med Δ':>8s} "
+             f"{'Δ<ρ':>5s} {'edit s':>7s} {'peak MB':>8s}"]
+    for t in report["table"]:
+        lines.append(f"  {t['editor']:<12s} {t['form']:<12s} {_pct(t['success_before']):>6s} "
+                     f"{_pct(t['success_after']):>6s} {t['n_ok']:>2d}/{t['n_requests']:<2d} "
+                     f"{_cell(t['rho_median']):>8s} {_cell(t['delta_median']):>8s} {_pct(t['delta_lt_rho_rate']):>5s} "
+                     f"{t['edit_seconds']:>7.1f} {t['peak_memory_mb']:>8.0f}")
+    lines.append(f"weights bit-identical afterwards: {'yes' if report['weights_unchanged'] else 'NO'}; "
+                 f"wall time {report['wall_seconds']:.1f} s")
+    if report.get("files"):
+        lines.append("wrote " + ", ".join(report["files"]))
+    return lines
+
+
+__all__ = ["md_table", "summary_compare", "summary_diagnose", "write_compare", "write_diagnose", "write_json"]
