@@ -23,7 +23,7 @@ N_DIRECTIONS = 8
 
 def editors(ws: Workspace) -> list[str]:
     base = list(ws.settings.sequential_editors)
-    return base + [f"revive({b})" for b in ("memit", "rose") if b in base]
+    return base + [f"revive({b})" for b in ws.settings.revive_editors if b in base]
 
 
 def compute(ws: Workspace) -> pd.DataFrame:

@@ -153,7 +153,8 @@ def _figures(args: argparse.Namespace) -> int:
     from .pipeline import run_figures
 
     run_figures(model=args.model, requests=args.requests, only=args.only, out=args.out, quick=args.quick,
-                replot=args.replot, device=args.device, dtype=args.dtype, analyses=args.analyses)
+                replot=args.replot, device=args.device, dtype=args.dtype, analyses=args.analyses, full=args.full,
+                cache=not args.no_cache)
     return 0
 
 
@@ -246,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--only", default=None, help="comma-separated figure ids")
     f.add_argument("--out", default="figures")
     f.add_argument("--quick", action="store_true", help="toy world, few requests: the whole catalogue in minutes")
+    f.add_argument("--full", action="store_true", help="the catalogue's own sizes (40 sequential edits, M = 2..10, "
+                                                       "REVIVE on RoSE too): for a GPU")
+    f.add_argument("--no-cache", action="store_true", help="re-optimise values even when cached on disk")
     f.add_argument("--replot", action="store_true", help="redraw from the CSVs in --out without loading a model")
     f.add_argument("--analyses", default=None, help="folder of analysis scripts (default: the checkout's analyses/)")
     f.add_argument("--device", default=None)

@@ -58,7 +58,8 @@ class Settings:
         editors: editors of the shared batch.
         trials: noise draws per radius (tolerance probe).
         sequential: numbers of edits after which the sequential-edit figures measure.
-        sequential_editors: editors run sequentially (REVIVE variants are added for the drift figure).
+        sequential_editors: editors run sequentially.
+        revive_editors: those of ``sequential_editors`` also run wrapped in REVIVE (spectral drift figure).
         hki_templates: values of M for the HKI sensitivity figure.
         layer_sweep: last edit layers for the layer-sensitivity figure (None: a spread over the model's depth).
         sweep_subjects: subjects edited in the layer / HKI sweeps.
@@ -70,17 +71,23 @@ class Settings:
     n_subjects: int = 4
     editors: tuple[str, ...] = MAIN_EDITORS
     trials: int = 10
-    sequential: tuple[int, ...] = (5, 10, 20, 40)
+    sequential: tuple[int, ...] = (5, 10, 20)
     sequential_editors: tuple[str, ...] = ("memit", "alphaedit", "rose")
-    hki_templates: tuple[int, ...] = (2, 4, 6, 8, 10)
+    revive_editors: tuple[str, ...] = ("memit",)
+    hki_templates: tuple[int, ...] = (2, 4, 8)
     layer_sweep: tuple[int, ...] | None = None
-    sweep_subjects: int = 2
+    sweep_subjects: int = 1
     near_duplicate_pairs: int = 4
     value_steps: int | None = None
     perplexity_texts: int = 24
 
 
+#: The default run is sized for 2 CPU cores (HKI's instruction-form templates make RoSE's value optimisation the
+#: dominant cost there: about 30 s per request on SmolLM2); on a GPU use ``FULL``, the catalogue's own sizes.
+FULL = Settings(sequential=(5, 10, 20, 40), revive_editors=("memit", "rose"), hki_templates=(2, 4, 6, 8, 10),
+                sweep_subjects=2)
 QUICK = Settings(n_subjects=2, editors=MAIN_EDITORS, trials=4, sequential=(2, 4), sequential_editors=("memit", "rose"),
+                 revive_editors=("memit", "rose"),
                  hki_templates=(2, 4), layer_sweep=(1, 2), sweep_subjects=1, near_duplicate_pairs=2, value_steps=4,
                  perplexity_texts=6)
 
@@ -100,11 +107,15 @@ class Workspace:
         settings: :class:`Settings` (``QUICK`` for the toy run).
         device / dtype: model placement.
         log: progress printer.
+        cache: keep optimised values on disk (``~/.cache/geomprobe/values/<model>/``, keyed by the model identity,
+            the requests, the mode, layer, value settings and seed) so an interrupted or partial re-run
+            (``--only``) does not optimise them again.
     """
 
     def __init__(self, model: Any = "smollm2-135m", requests: Any = "same-subject", out: str | Path = "figures",
                  settings: Settings = Settings(), device: str | None = None, dtype: str | None = None,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, cache: bool = False):
+        self.cache = cache
         self._lm = None if isinstance(model, str) else model
         self.model_name = model if isinstance(model, str) else model.name
         self._memo: dict[Any, Any] = {}
@@ -212,12 +223,32 @@ class Workspace:
 
         def make():
             cfg = self.config.with_(**overrides) if overrides else self.config
+            path = self._value_path(mode, requests, cfg) if self.cache else None
+            if path is not None and path.exists():
+                v = torch.load(path, weights_only=False)
+                self.log(f"  value optimisation: {mode}, {len(requests)} requests: from cache {path.name}")
+                return v
             self.log(f"  value optimisation: {mode}, {len(requests)} requests, layer {cfg.layers[-1]}")
             v = optimize_values(self.lm, requests, cfg.layers[-1], mode, cfg.value, seed=cfg.seed)
             self.log(f"    {v.steps_run} steps, {v.seconds:.1f} s, final nll {v.losses[-1]:.3f}")
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(".tmp")
+                torch.save(v, tmp)
+                tmp.replace(path)
             return v
 
         return self.memo(key, make)
+
+    def _value_path(self, mode: str, requests: Sequence, cfg) -> Path:
+        import hashlib
+
+        from .stats import cache_root, model_slug
+
+        ident = {"model": dict(self.lm.identity), "dtype": str(self.lm.dtype), "mode": mode, "layer": cfg.layers[-1],
+                 "value": asdict(cfg.value), "seed": cfg.seed, "requests": [r.to_dict() for r in requests]}
+        sha = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:20]
+        return cache_root() / "values" / model_slug(self.lm) / f"{mode}-{sha}.pt"
 
     def update(self, name: str, requests: Sequence | None = None, **overrides: Any):
         """The :class:`EditUpdate` of editor ``name`` on ``requests`` (default: the shared batch).
@@ -421,18 +452,18 @@ class Entry:
 def run_figures(model: str = "smollm2-135m", requests: str | None = None, only: str | Sequence[str] | None = None,
                 out: str | Path = "figures", quick: bool = False, replot: bool = False, device: str | None = None,
                 dtype: str | None = None, analyses: str | Path | None = None,
-                log: Callable[[str], None] = print) -> list[Entry]:
+                log: Callable[[str], None] = print, full: bool = False, cache: bool = True) -> list[Entry]:
     """Run (or, with ``replot``, redraw from CSVs) the catalogue; write ``<out>/index.md`` and ``run.json``."""
     ids = select(only)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     mods = {i: load_analysis(i, analyses) for i in ids}
-    settings = QUICK if quick else Settings()
+    settings = QUICK if quick else FULL if full else Settings()
     if quick and model == "smollm2-135m":
         model = "toy-llama"
     if requests is None:
         requests = "toy" if model.startswith("toy-") else "same-subject"
-    ws = None if replot else Workspace(model, requests, out, settings, device, dtype, log)
+    ws = None if replot else Workspace(model, requests, out, settings, device, dtype, log, cache=cache and not quick)
     entries, t_all = [], time.perf_counter()
     for n, ident in enumerate(ids, 1):
         mod = mods[ident]
@@ -501,5 +532,5 @@ def main(file: str) -> None:
     sys.exit(cli_main(["figures", "--only", Path(file).stem, *sys.argv[1:]]))
 
 
-__all__ = ["CATALOGUE", "FORMS", "MAIN_EDITORS", "QUICK", "Settings", "Workspace", "analyses_dir", "draw",
+__all__ = ["CATALOGUE", "FORMS", "FULL", "MAIN_EDITORS", "QUICK", "Settings", "Workspace", "analyses_dir", "draw",
            "load_analysis", "main", "run_figures", "select"]

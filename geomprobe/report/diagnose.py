@@ -160,9 +160,14 @@ def _shares(df: pd.DataFrame) -> dict[tuple[str, str], dict[str, float]]:
     return out
 
 
-def key_geometry(ws, reqs, layer: int) -> dict[str, dict[str, Any]]:
+def key_geometry(ws, reqs, layer: int, upd=None) -> dict[str, dict[str, Any]]:
     """Per request: cosine of its question / instruction key to its declarative key (first prompt of each
-    form, :func:`geomprobe.probes.form_keys`) and its nearest other-subject declarative key."""
+    form, :func:`geomprobe.probes.form_keys`) and its nearest other-subject key.
+
+    The collision cosine compares the key columns the closed form wrote at (``upd.keys[layer]``: the mean over
+    the context-prefixed edit prompts), not the bare declarative keys: on models without a BOS token a subject
+    at position 0 gives a first-token key that is nearly the same for every subject (SmolLM2: cosine 0.99),
+    which would flag every pair as near-duplicates."""
     from ..probes import cosine_matrix, form_keys
 
     def make():
@@ -181,7 +186,9 @@ def key_geometry(ws, reqs, layer: int) -> dict[str, dict[str, Any]]:
                     if len(f):
                         rec["key_cosine"][form] = float(S[di, int(f.iloc[0])])
                 others = decl[decl["subject"] != r.subject]
-                if len(others):
+                if upd is not None and layer in upd.keys:
+                    _collision_from_columns(rec, r, upd, layer)
+                elif len(others):
                     cos = S[di, torch.tensor(others["row"].to_numpy())]
                     j = int(cos.argmax())
                     rec["collision_subject"] = str(others["subject"].iloc[j])
@@ -189,7 +196,23 @@ def key_geometry(ws, reqs, layer: int) -> dict[str, dict[str, Any]]:
             out[r.case_id] = rec
         return out
 
-    return ws.memo(("report-keys", layer, _ckey(reqs)), make)
+    return ws.memo(("report-keys", layer, _ckey(reqs), None if upd is None else upd.editor), make)
+
+
+def _collision_from_columns(rec: dict[str, Any], r, upd, layer: int) -> None:
+    """Nearest other-subject column of ``upd.keys[layer]`` to the column holding request ``r``."""
+    K = upd.keys[layer].double()  # (m, n_cols)
+    members = upd.value.members if upd.value is not None else tuple((i,) for i in range(K.shape[1]))
+    subj = [upd.requests[m[0]].subject for m in members]
+    mine = [c for c, m in enumerate(members) if any(upd.requests[i].case_id == r.case_id for i in m)]
+    others = [c for c, s in enumerate(subj) if s != r.subject]
+    if not mine or not others:
+        return
+    Kn = K / K.norm(dim=0, keepdim=True).clamp_min(1e-12)
+    cos = Kn[:, others].T @ Kn[:, mine[0]]
+    j = int(cos.argmax())
+    rec["collision_subject"] = subj[others[j]]
+    rec["collision_cosine"] = float(cos[j])
 
 
 def conflicts(ws, reqs, upd, mode: str) -> dict[str, float | None]:
@@ -243,7 +266,7 @@ def measure(ws, reqs, name: str, overrides: dict | None = None) -> dict[str, Any
     dmean = dev.groupby(["case_id", "form", "rule"])["value"].mean()
     dk = dev[dev["rule"] == "update"].groupby(["case_id", "form"])["dk_norm"].mean()
     conf = conflicts(ws, reqs, upd, ed.mode)
-    geo = key_geometry(ws, reqs, layer)
+    geo = key_geometry(ws, reqs, layer, upd)
     n_rel: dict[str, int] = {}
     for r in reqs:
         n_rel[r.subject] = n_rel.get(r.subject, 0) + 1

@@ -19,8 +19,9 @@ Measurement fields the rules read (see :data:`MEASUREMENT_FIELDS` for the full l
 * ``conflict`` — mean gradient-conflict score ``1 − |cos(g_i, g_j)|`` over pairs of the subject's relations
   in the batch (None with a single relation); ``n_relations``;
 * ``key_cosine`` — cosine between the form's key and the declarative key at L;
-* ``collision_cosine`` / ``collision_subject`` — the largest cosine between this request's declarative key
-  and the declarative key of a request about a *different* subject in the batch;
+* ``collision_cosine`` / ``collision_subject`` — the largest cosine between this request's edit key (its column
+  of the update's K at L: the mean over the context-prefixed edit prompts) and the column of a *different*
+  subject in the batch;
 * ``editor_rule`` — the update rule of the editor (``covariance``, ``identity``, ``projection``, ``rank-one``).
 
 The rules, in the order they are evaluated (rule ids are stable; :data:`THRESHOLDS` holds the constants):
