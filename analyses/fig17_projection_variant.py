@@ -39,7 +39,7 @@ def _summary(df: pd.DataFrame) -> dict:
 
 
 def _verdict(s: dict) -> str:
-    p, c, i = (s[r][0] for r in PLOT_RULES)
+    c, p, i = (s[r][0] for r in PLOT_RULES)
     if not all(np.isfinite(x) for x in (p, c, i)):
         return "not every rule measured"
     if p > 1.5 * i:

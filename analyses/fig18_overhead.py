@@ -38,8 +38,14 @@ def plot(df: pd.DataFrame):
     model = df["model"].iloc[0] if "model" in df else ""
     r, m = _get(df, "rose", "seconds"), _get(df, "memit-merge", "seconds")
     if np.isfinite(r) and np.isfinite(m) and m > 0:
-        verdict = (f"RoSE {abs(1 - r / m) * 100:.0f}% {'faster' if r < m else 'slower'} than MEMIT-Merge "
-                   f"({r:.3g} vs {m:.3g} s)")
+        ratio = r / m
+        if ratio >= 2:
+            how = f"{ratio:.1f}× slower"
+        elif ratio <= 0.5:
+            how = f"{1 / ratio:.1f}× faster"
+        else:
+            how = f"{abs(1 - ratio) * 100:.0f}% {'faster' if r < m else 'slower'}"
+        verdict = f"RoSE {how} than MEMIT-Merge ({r:.3g} vs {m:.3g} s)"
     else:
         fastest = df.loc[df["seconds"].astype(float).idxmin(), "editor"]
         verdict = f"fastest: {fastest}"

@@ -281,7 +281,7 @@ def plot_deviation_vs_radius(df: pd.DataFrame, rules: Sequence[str] = ("covarian
     dev = df[df["metric"] == DEV]
     rho = radius_rows(df)
     rules = [r for r in rules if (dev["rule"] == r).any()]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.7 * len(rules) * len(forms), 2.8))
+    fig, ax = plt.subplots(figsize=(1.2 + 0.85 * len(rules) * len(forms), 2.8))
     ticks, labels, allv = [], [], list(predicted_radii(rho))
     for ri, rule in enumerate(rules):
         for fi, form in enumerate(forms):
