@@ -102,7 +102,12 @@ def run_bench(model: str = "smollm2-135m", requests: str = "same-subject", only:
         report["tolerance"] = {"n": len(ref), "reference_s": float(ref["total_seconds"].iloc[0]),
                                "fast_s": float(fast["total_seconds"].iloc[0]), "ratio": float(ratio),
                                "max_disagreement_steps": gap, "reference_evals": int(ref["evaluations"].sum()),
-                               "fast_evals": int(fast["evaluations"].sum())}
+                               "fast_evals": int(fast["evaluations"].sum()),
+                               "per_request": [{"subject": s, "reference_steps": round(a / st, 3),
+                                                "fast_steps": round(b / st, 3), "reference_evals": int(ea),
+                                                "fast_evals": int(eb)} for s, a, b, st, ea, eb in
+                                               zip(ref["subject"], ref["value"], fast["value"], ref["step"],
+                                                   ref["evaluations"], fast["evaluations"])]}
         print(f"tolerance radius, {len(ref)} subjects: reference {ref['total_seconds'].iloc[0]:.1f} s vs fast "
               f"{fast['total_seconds'].iloc[0]:.2f} s -> {ratio:.0f}x (target >= 50x); largest disagreement "
               f"{gap:.2f} reference steps (target <= 1)")

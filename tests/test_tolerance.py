@@ -7,6 +7,7 @@ not reach their targets there (see the toy presets).  SmolLM2 checks the estimat
 
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,7 @@ from geomprobe.editors.value import ValueResult
 from geomprobe.errors import GeomprobeError
 from geomprobe.hooks import read
 from geomprobe.positions import tokenize
+from geomprobe.probes.tolerance import _need, search_grid
 
 
 def _fact_update(lm, reqs, layer):
@@ -51,8 +53,57 @@ def _agree(lm, upd, trials):
     return ref, fast
 
 
-def test_fast_and_reference_agree_within_one_step_on_the_toy(toy_edit):
-    _agree(*toy_edit, trials=6)
+@pytest.mark.parametrize("trials", [6, 10])  # 10: the 9-of-10 boundary of the 90% criterion
+def test_fast_and_reference_agree_within_one_step_on_the_toy(toy_edit, trials):
+    _agree(*toy_edit, trials=trials)
+
+
+def test_success_counts_are_integers():
+    # 0.9 * 10 in floating point is not 9; a float share of 9/10 in float32 is below 0.9
+    assert _need(10, 0.9) == 9 and _need(10, 0.95) == 10 and _need(3, 2 / 3) == 2 and _need(10, 1.0) == 10
+
+
+def _curve(thresholds, need):
+    """ok(k) and a continuous score for draws failing beyond their own threshold (monotone)."""
+    t = np.sort(np.asarray(thresholds, float))
+    order = len(t) - need
+
+    def evaluate(ks):
+        return [(int((t > k).sum()) >= need, float(np.sort(t - k)[order])) for k in ks]
+    return evaluate
+
+
+def _brute(evaluate, k_max):
+    k = 0
+    while k < k_max and evaluate([k + 1])[0][0]:
+        k += 1
+    return k
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_grid_search_finds_the_first_failure_of_monotone_curves(seed):
+    rng = np.random.default_rng(seed)
+    k_max, trials = int(rng.integers(1, 300)), int(rng.integers(1, 12))
+    need = int(rng.integers(1, trials + 1))
+    ev = _curve(rng.gamma(2.0, rng.uniform(1, 80), trials), need)
+    k, calls = search_grid(ev, k_max, first=int(rng.integers(1, 400)))
+    assert k == _brute(ev, k_max)
+    assert calls <= 2 * np.log2(k_max + 1) + 3
+
+
+def test_grid_search_edge_cases():
+    ok_never = lambda ks: [(k == 0, 1.0 - k) for k in ks]
+    assert search_grid(ok_never, 50, first=10)[0] == 0
+    assert search_grid(lambda ks: [(True, 1.0)] * len(ks), 50, first=10)[0] == 50  # still fine at the limit
+    assert search_grid(lambda ks: [(False, -1.0)] * len(ks), 50, first=10) == (-1, 1)  # unpredicted
+    assert search_grid(lambda ks: [(True, 1.0)] * len(ks), 0, first=10) == (0, 1)
+
+
+def test_grid_search_on_a_non_monotone_curve_returns_an_edge_it_saw():
+    good = set(range(20)) | set(range(23, 41))  # fails at 20-22, recovers, fails from 41
+    ev = lambda ks: [(k in good, 1.0 if k in good else -1.0) for k in ks]
+    k, _ = search_grid(ev, 100, first=30)
+    assert k in good and k + 1 not in good
 
 
 @pytest.mark.slow

@@ -14,17 +14,26 @@ radius), so they measure the same function ``success(r)``:
 
 * ``method="reference"`` — the paper's procedure: ``r = step, 2·step, …`` while ``success(r) ≥ success``,
   every trial a separate full forward pass.
-* ``method="fast"`` (default) — the prompt's residual at ``L`` is computed once; all trials of a radius
-  run as one batch resumed from block ``L+1`` (:func:`geomprobe.hooks.resume_from`); the radius is
-  bracketed by doubling and refined by bisection to ``step / 4``.
+* ``method="fast"`` (default) — the prompt's residual at ``L`` is computed once; the trials of one or two
+  radii run as one batch resumed from block ``L+1`` (:func:`geomprobe.hooks.resume_from`), with the LM
+  head only at the target positions.  The search stays on the reference's grid ``k·step`` and keeps a
+  bracket ``[lo, hi]`` (``lo`` succeeds, ``hi`` fails); the next radius is interpolated from a
+  continuous statistic, the ``(trials − need + 1)``-th smallest target margin (``success(r) ≥ success``
+  exactly when it is positive), on a power-law model ``S(r) ≈ S(0) − c·r^1.5``, with bisection whenever
+  a step shrinks the bracket by less than half.  The first radius tried is ``‖h‖`` (the residual's own
+norm) together with the unperturbed prompt.  It stops when ``hi = lo + 1``: ρ = ``lo·step``.
 
-Where ``success(r)`` is monotone both return the same threshold up to the reference's step.
+Success counts are integers (``need = ceil(success · trials)``), never float shares, so 9 of 10 passes a
+90% criterion in both estimators.  Where ``success(r)`` is monotone on the grid both return the same
+radius; they can differ by a step where the batched and the single forward disagree on a borderline
+trial.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 import torch
@@ -32,8 +41,9 @@ import torch
 from ..data.forms import render
 from ..editors.update import EditUpdate
 from ..errors import GeomprobeError
-from ..hooks import add_to_residual, read, resume_from
+from ..hooks import add_to_residual, head_only_at, read, resume_from
 from ..models.load import LM
+from ..positions import Batch
 from ..scoring import with_targets
 
 METHODS = ("fast", "reference")
@@ -46,6 +56,11 @@ def _directions(d: int, trials: int, seed: int, device: torch.device) -> torch.T
     return (u / u.norm(dim=1, keepdim=True)).float().to(device)
 
 
+def _need(trials: int, success: float) -> int:
+    """Successes required among ``trials`` draws (integer, so 9 of 10 meets 0.9)."""
+    return math.ceil(success * trials - 1e-9)
+
+
 class _Prompt:
     """One edit prompt with its target, ready for repeated noisy forwards."""
 
@@ -54,19 +69,25 @@ class _Prompt:
         self.tb = with_targets(lm.tokenizer, [prompt], [target]).to(lm.input_device)
         self.pos = self.tb.batch.subject_last
         self.delta = delta
-        self.mask = self.tb.labels[0] != -100
-        self.want = self.tb.labels[0][self.mask]
+        mask = self.tb.labels[0] != -100
+        self.at = mask.nonzero()[:, 0]  # (t,) positions whose logits predict the target tokens
+        self.want = self.tb.labels[0][mask]  # (t,)
         self._hidden = None
 
-    def hit(self, logits: torch.Tensor) -> torch.Tensor:
-        """(batch,) whether every target token is the argmax."""
-        pred = logits[:, self.mask.to(logits.device)].argmax(-1)
-        return (pred == self.want.to(pred.device)).all(-1)
+    def score(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hits and margins (n,) on CPU from head logits (n, t, vocab) at the target positions.
+
+        A hit: every target token is the argmax.  The margin: min over target tokens of the target's
+        logit minus the best other logit (> 0 for a hit, up to exact ties).
+        """
+        logits = logits.float()
+        want = self.want.to(logits.device).expand(len(logits), -1)[..., None]  # (n, t, 1)
+        hit = (logits.argmax(-1) == want[..., 0]).all(-1)
+        margin = logits.gather(-1, want)[..., 0] - logits.scatter(-1, want, float("-inf")).amax(-1)
+        return hit.cpu(), margin.amin(-1).cpu()
 
     def expand(self, n: int):
         b = self.tb.batch
-        from ..positions import Batch
-
         return Batch(*(t.expand(n, *t.shape[1:]) if t.dim() > 1 else t.expand(n) for t in
                        (b.input_ids, b.attention_mask, b.position_ids, b.subject_last, b.last)),
                      b.offsets.expand(n, *b.offsets.shape[1:]))
@@ -79,58 +100,95 @@ class _Prompt:
             self._hidden = r["resid"][self.layer]
         return self._hidden
 
-    def success_fast(self, noise: torch.Tensor) -> float:
-        """Share of successes for noise vectors (trials, d), one resumed batched forward."""
+    def batched(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hits and margins (n,) for noise vectors (n, d): one resumed, batched forward."""
         n = len(noise)
         h = self.hidden().expand(n, -1, -1).clone()
         rows = torch.arange(n, device=h.device)
         pos = self.pos.to(h.device).expand(n)
         h[rows, pos] += (self.delta.to(h.device) + noise.to(h.device)).to(h.dtype)
-        with torch.no_grad(), resume_from(self.lm, self.layer + 1, h):
-            logits = self.lm.forward(self.expand(n))
-        return float(self.hit(logits).float().mean())
+        with torch.no_grad(), resume_from(self.lm, self.layer + 1, h), head_only_at(self.lm, self.at):
+            return self.score(self.lm.forward(self.expand(n)))
 
-    def success_reference(self, noise: torch.Tensor) -> float:
-        """Share of successes, one full forward per trial (the paper's procedure)."""
+    def single(self, noise: torch.Tensor) -> int:
+        """Hits among noise vectors (n, d), one full forward per vector (the paper's procedure)."""
         hits = 0
         for e in noise:
-            with torch.no_grad(), add_to_residual(self.lm, self.layer, self.pos, (self.delta + e)[None]):
-                hits += int(self.hit(self.lm.forward(self.tb.batch))[0])
-        return hits / len(noise)
+            with (torch.no_grad(), add_to_residual(self.lm, self.layer, self.pos, (self.delta + e)[None]),
+                  head_only_at(self.lm, self.at)):
+                hits += int(self.score(self.lm.forward(self.tb.batch))[0][0])
+        return hits
 
 
-def _radius_reference(p: _Prompt, u: torch.Tensor, step: float, success: float, max_radius: float) -> tuple[float, int]:
-    r, evals = 0.0, 0
-    while r + step <= max_radius:
-        evals += 1
-        if p.success_reference((r + step) * u) < success:
-            break
-        r += step
-    return r, evals
+def _radius_reference(p: _Prompt, u: torch.Tensor, step: float, need: int, k_max: int) -> tuple[int, int]:
+    """(k, evaluations): the last grid radius of an unbroken run of successes; k = -1 if unpredicted."""
+    if p.single(0 * u[:1]) < 1:
+        return -1, 1
+    k = 0
+    while k < k_max and p.single((k + 1) * step * u) >= need:
+        k += 1
+    return k, 1 + min(k + 1, k_max)
 
 
-def _radius_fast(p: _Prompt, u: torch.Tensor, step: float, success: float, max_radius: float) -> tuple[float, int]:
-    ok = lambda r: p.success_fast(r * u) >= success  # noqa: E731
-    evals = 1
-    if not ok(step):  # fails already at the first step: the radius is below it
-        lo, hi = 0.0, step
-    else:
-        lo, hi = step, min(2 * step, max_radius)
-        while True:
-            evals += 1
-            if not ok(hi):
+def search_grid(evaluate: Callable[[list[int]], list[tuple[bool, float]]], k_max: int, first: int,
+                width: int = 2, power: float = 1.5) -> tuple[int, int]:
+    """Largest ``k`` in ``0..k_max`` with ``ok(0..k)``, by a safeguarded interpolating bracket search.
+
+    Args:
+        evaluate: grid indices -> ``(ok, S)`` each, in one batched call; ``S`` is a continuous score,
+            positive where ``ok`` (up to ties), used only to choose where to look.
+        k_max: last grid index.
+        first: the first index tried (with 0, in the first call).
+        width: consecutive indices per call (a pair ``c, c+1`` that straddles the edge ends the search).
+        power: exponent of the model ``S(k) ≈ S(0) − c·k^power`` used to interpolate.
+
+    Returns:
+        ``(k, calls)``, ``k = -1`` when ``ok(0)`` fails.  Exact when ``ok`` is monotone; otherwise a ``k``
+        with ``ok(k)`` and ``not ok(k+1)`` among the indices it tried.
+    """
+    lo, s_lo, hi, s_hi, s0 = -1, 0.0, k_max + 1, None, 0.0  # ok(lo); hi fails (k_max + 1: not seen yet)
+    ks, calls = [0] + ([min(max(first, 1), k_max)] if k_max else []), 0
+    while True:
+        width_before = hi - lo
+        calls += 1
+        for k, (ok, s) in zip(ks, evaluate(ks)):
+            s0 = s if k == 0 else s0
+            if ok:
+                lo, s_lo = k, s
+            else:
+                hi, s_hi = k, s
                 break
-            if hi >= max_radius:  # still succeeds at the search limit: report the limit
-                return max_radius, evals
-            lo, hi = hi, min(2 * hi, max_radius)
-    while hi - lo > step / 4:
-        mid = (lo + hi) / 2
-        evals += 1
-        if ok(mid):
-            lo = mid
+        if lo == k_max or hi - lo <= 1:
+            return lo, calls
+        if s_hi is None:  # no failure seen yet: extrapolate the model past lo
+            drop = s0 - s_lo
+            x = 2 * lo if drop <= 0 or s_lo <= 0 else lo * (s0 / drop) ** (1 / power)
+            c = int(min(k_max, max(lo + 1, x)))
         else:
-            hi = mid
-    return lo, evals
+            slow = hi - lo > width_before / 2 and width_before <= k_max
+            if not slow and s_lo > 0 > s_hi:
+                f = s_lo / (s_lo - s_hi)
+                x = (lo ** power + (hi ** power - lo ** power) * f) ** (1 / power)
+            else:
+                x = (lo + hi) / 2
+            c = min(max(int(x), lo + 1), hi - 1)
+        ks = [k for k in range(c, c + width) if k < hi and k <= k_max]
+
+
+def _radius_fast(p: _Prompt, u: torch.Tensor, step: float, need: int, k_max: int, first: int) -> tuple[int, int]:
+    """(k, evaluations) by :func:`search_grid` over batched resumed forwards; k = -1 if unpredicted."""
+    order = len(u) - need  # the order statistic of the margins that decides success
+
+    def evaluate(ks: list[int]) -> list[tuple[bool, float]]:
+        sizes = [1 if k == 0 else len(u) for k in ks]  # at radius 0 every draw is the same
+        hits, margins = p.batched(torch.cat([k * step * u[:n] for k, n in zip(ks, sizes)]))
+        out = []
+        for k, h, m in zip(ks, hits.split(sizes), margins.split(sizes)):
+            out.append((bool(h[0]), float(m[0])) if k == 0 else
+                       (int(h.sum()) >= need, float(m.sort().values[order])))
+        return out
+
+    return search_grid(evaluate, k_max, first)
 
 
 def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: float = 0.9, method: str = "fast",
@@ -144,15 +202,17 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
         trials: noise draws per radius.
         success: share of draws that must still predict the target.
         method: ``"fast"`` or ``"reference"`` (see the module docstring).
-        step: radius step (the reference's increment; the fast estimator's resolution is step/4);
-            default 2% of the mean ‖h‖ at layer L.
+        step: radius step, the grid of both estimators (ρ is a multiple of it); default 2% of the
+            mean ‖h‖ at layer L.
         max_radius: search limit; default 4·mean ‖h‖.
         seed: seed of the noise directions (one stream per request).
         requests: indices of the requests to measure (default all).
 
     Returns:
         tidy DataFrame, one row per request: ``editor, case_id, subject, relation, form, layer, metric,
-        value, value_rel (ρ/‖h‖), delta_norm, h_norm, method, trials, success, step, seed, evaluations, seconds``.
+        value, value_rel (ρ/‖h‖), delta_norm, h_norm, predicted, method, trials, success, step, seed,
+        evaluations, seconds``; ``evaluations`` counts radii for the reference (each ``trials`` forwards)
+        and batched forwards for the fast estimator.
         ``value`` is 0 when the unperturbed value does not predict the target at all (``predicted`` False).
     """
     if method not in METHODS:
@@ -169,6 +229,7 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
     max_radius = float(max_radius if max_radius is not None else 4 * h_norm.mean())
     if step <= 0 or not torch.isfinite(torch.tensor(step)):
         raise GeomprobeError(f"step must be a positive finite number, got {step}")
+    k_max, need = int(max_radius / step + 1e-9), _need(trials, success)
     col_of = {i: c for c, members in enumerate(value.members) for i in members}
     idx = range(len(update.requests)) if requests is None else requests
     rows = []
@@ -179,13 +240,11 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
         p = _Prompt(lm, render(r.prompt, r.subject, "declarative"), r.target_new, delta, layer)
         u = _directions(lm.d_model, trials, seed + i, lm.device_of(layer))
         t0 = time.perf_counter()
-        predicted = p.success_fast(0 * u[:1]) >= 1.0
-        if not predicted:
-            rho, evals = 0.0, 1
-        elif method == "fast":
-            rho, evals = _radius_fast(p, u, step, success, max_radius)
+        if method == "fast":
+            k, evals = _radius_fast(p, u, step, need, k_max, first=round(float(h_norm[c]) / step))
         else:
-            rho, evals = _radius_reference(p, u, step, success, max_radius)
+            k, evals = _radius_reference(p, u, step, need, k_max)
+        predicted, rho = k >= 0, max(k, 0) * step
         rows.append({
             "editor": update.editor, "case_id": r.case_id, "subject": r.subject, "relation": r.relation,
             "form": "declarative", "layer": layer, "metric": "tolerance_radius", "value": rho,
