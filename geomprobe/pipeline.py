@@ -509,6 +509,15 @@ def _write_index(out: Path, entries: list[Entry], ws: Workspace | None, total: f
         "torch_threads": torch.get_num_threads(), "total_seconds": round(total, 1),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
+    def set_up(run: dict) -> str:  # what makes two runs comparable, as JSON (tuples and lists alike)
+        return json.dumps({k: v for k, v in run.items() if k not in ("total_seconds", "date", "reruns")},
+                          sort_keys=True, default=str)
+
+    if (not replot and ws is not None and len(entries) < len(CATALOGUE) and old.get("run")
+            and set_up(meta) == set_up(old["run"])):
+        # a partial re-run of the same set-up: keep the whole run's total, record what was redone
+        redo = {"ids": [e.id for e in entries], "seconds": round(total, 1), "date": meta["date"]}
+        meta = {**old["run"], "reruns": [*old["run"].get("reruns", []), redo]}
     ordered = [figures[i] for i in CATALOGUE if i in figures]
     run_json.write_text(json.dumps({"run": meta, "figures": ordered}, indent=1, default=str) + "\n")
     lines = ["# Figures", "",
@@ -516,6 +525,8 @@ def _write_index(out: Path, entries: list[Entry], ws: Workspace | None, total: f
              f"{meta.get('device', '?')}, {meta.get('dtype', '?')}; total {meta.get('total_seconds', '?')} s, "
              f"{meta.get('date', '?')}).  Each figure: `<id>.png|.pdf`, its data `<id>.csv`, "
              "the script `analyses/<id>.py`.  `geomprobe figures --replot` redraws from the CSVs.", "",
+             *[f"Re-run since with `--only {','.join(r['ids'])}` ({r['seconds']} s, {r['date']})." for r in
+               meta.get("reruns", [])], *([""] if meta.get("reruns") else []),
              "| figure | what it shows | measured here (paper) | paper ref | time |", "|---|---|---|---|---|"]
     for f in ordered:
         secs = f"{f['seconds']:.0f} s" if f.get("seconds") is not None else ""

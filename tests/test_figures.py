@@ -64,3 +64,13 @@ def test_unknown_figure_id_is_one_line_exit_2(capsys):
     assert main(["figures", "--only", "fig99_nope", "--out", "/tmp/unused"]) == 2
     assert "unknown figure id" in capsys.readouterr().err
     assert select("fig04_key_similarity, cov_spectrum") == ["fig04_key_similarity", "cov_spectrum"]
+
+
+def test_partial_rerun_keeps_the_gallery_and_records_itself(quick_run):
+    before = json.loads((quick_run / "run.json").read_text())
+    assert main(["figures", "--quick", "--only", "fig04_key_similarity", "--out", str(quick_run)]) == 0
+    after = json.loads((quick_run / "run.json").read_text())
+    assert len(after["figures"]) == len(CATALOGUE)
+    assert after["run"]["total_seconds"] == before["run"]["total_seconds"]
+    assert after["run"]["reruns"][-1]["ids"] == ["fig04_key_similarity"]
+    assert "Re-run since with `--only fig04_key_similarity`" in (quick_run / "index.md").read_text()

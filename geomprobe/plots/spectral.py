@@ -303,8 +303,10 @@ def plot_spectral_energy(df: pd.DataFrame, title: str | None = None):
     ax.set_xlabel("top singular components kept (% of rank)")
     ax.set_ylabel("share kept (0: layers zeroed, 1: full)")
     vals = _finite(ret["retained"]) if len(ret) else np.array([])
-    ax.set_ylim(min(-0.05, vals.min() - 0.05 if len(vals) else 0), max(1.1, vals.max() + 0.05 if len(vals) else 1))
-    ax.legend(frameon=False, fontsize=6, loc="lower right")
+    top = max(1.1, vals.max() + 0.05 if len(vals) else 1)
+    ax.set_ylim(min(-0.05, vals.min() - 0.05 if len(vals) else 0), top + 0.55)  # headroom for the legend
+    ax.set_yticks([t for t in (0, 0.25, 0.5, 0.75, 1.0) if t <= top])
+    ax.legend(frameon=False, fontsize=6, loc="upper left", ncol=2)
     ax.set_title("share of ability and of energy kept", fontsize=7.5)
 
     ppl = df[df["metric"] == "perplexity"].groupby("percent")["value"].mean()

@@ -465,7 +465,7 @@ def plot_hki_sensitivity(df: pd.DataFrame, editor: str = "rose", baseline: str =
     a2.set_xlabel("HKI templates M")
     a2.set_ylabel("edit time (s)")
     a2.set_ylim(bottom=0, top=max([1e-3] + list(t.fillna(0) * 1.3) + ([float(bt.mean()) * 1.3] if len(bt) else [])))
-    a2.legend(frameon=False, fontsize=6, loc="lower right")
+    a2.legend(frameon=False, fontsize=6, loc="upper left")
     fig.suptitle(title or "HKI sensitivity: tolerance radius and edit time vs templates", fontsize=8.5)
     fig.tight_layout()
     return fig
