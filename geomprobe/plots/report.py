@@ -124,7 +124,8 @@ def plot_compare_deviation(df: pd.DataFrame):
     if known:
         best = max(known, key=lambda t: t[1])
         worst = min(known, key=lambda t: t[1])
-        title = (f"Δ < ρ: {best[0]} {best[1]:.0%} of form prompts" if best == worst else
+        title = (f"Δ < ρ on {best[1]:.0%} of form prompts for "
+                 f"{'every editor' if len(known) > 1 else best[0]}" if best[1] == worst[1] else
                  f"Δ < ρ: {best[0]} {best[1]:.0%} vs {worst[0]} {worst[1]:.0%} of forms")
     else:
         title = "no Δ / ρ measured"
