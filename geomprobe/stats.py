@@ -533,8 +533,14 @@ def model_slug(lm: "LM") -> str:
 
 
 def stats_dir(lm: "LM", corpus: "Corpus | str", cache_dir: str | os.PathLike | None = None) -> Path:
-    """``<root>/stats/<model slug>/<corpus slug>/``."""
-    return cache_root(cache_dir) / "stats" / model_slug(lm) / Corpus.of(corpus).slug()
+    """``<root>/stats/<model slug>/<corpus slug>/``, with ``-<dtype>`` appended below float32.
+
+    Statistics of one model in two dtypes live side by side, so switching ``--dtype`` never asks the
+    user to delete a cache; a folder used by another dtype is still refused by the manifest check.
+    """
+    dtype = _dtype_name(lm)
+    return cache_root(cache_dir) / "stats" / model_slug(lm) / (
+        Corpus.of(corpus).slug() + ("" if dtype == "float32" else f"-{dtype}"))
 
 
 def _config_sha(lm: "LM") -> str:

@@ -2,11 +2,13 @@
 
 import json
 import random
+import shutil
 import sys
 import warnings
 
 import pytest
 import torch
+from tiny import WORDS, save_tiny
 
 import geomprobe as gp
 from geomprobe import stats
@@ -14,7 +16,6 @@ from geomprobe.errors import CacheMismatchError, GeomprobeError
 from geomprobe.hooks import read
 from geomprobe.positions import tokenize
 from geomprobe.stats import Corpus, KeyCovariance, bench_covariance, key_covariance
-from tiny import WORDS, save_tiny
 
 
 def _docs(n=12, seed=0, lo=3, hi=30):
@@ -163,6 +164,9 @@ def test_cache_refused_for_another_corpus_dtype_and_max_len(tiny_lms, txt, tmp_p
     with pytest.raises(CacheMismatchError, match="max_len=256"):
         _quiet(lm=lm, layers=[0], corpus=str(txt), n_tokens=60, cache_dir=tmp_path, max_len=8)
     bf16 = gp.load_model(str(tiny_dirs["llama"]), device="cpu", dtype="bfloat16")
+    fp32_dir, bf16_dir = stats.stats_dir(lm, str(txt), tmp_path), stats.stats_dir(bf16, str(txt), tmp_path)
+    assert fp32_dir != bf16_dir  # two dtypes keep their statistics side by side
+    shutil.copytree(fp32_dir, bf16_dir)  # a float32 cache where the bf16 model looks: refused
     with pytest.raises(CacheMismatchError, match="float32"):
         _quiet(lm=bf16, layers=[0], corpus=str(txt), n_tokens=60, cache_dir=tmp_path)
 

@@ -5,41 +5,19 @@ the shipped toys' answers barely flow through the subject token, so optimised co
 not reach their targets there (see the toy presets).  SmolLM2 checks the estimators on real edits.
 """
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
-import torch
 
 import geomprobe as gp
-from geomprobe.data.forms import render
-from geomprobe.editors.update import EditUpdate
-from geomprobe.editors.value import ValueResult
 from geomprobe.errors import GeomprobeError
-from geomprobe.hooks import read
-from geomprobe.positions import tokenize
 from geomprobe.probes.tolerance import _need, search_grid
-
-
-def _fact_update(lm, reqs, layer):
-    """An EditUpdate with δ = 0 whose 'targets' are the model's own answers."""
-    reqs = tuple(replace(r, target_new=r.target_true) for r in reqs)
-    batch = tokenize(lm.tokenizer, [render(r.prompt, r.subject, "declarative") for r in reqs])
-    with torch.no_grad(), read(lm, [layer], ("resid",), positions=batch.subject_last) as rd:
-        lm.forward(batch)
-    h = rd["resid"][layer].float().T.contiguous()
-    n = len(reqs)
-    value = ValueResult(layer, tuple(r.case_id for r in reqs), tuple((i,) for i in range(n)), h, torch.zeros_like(h),
-                        (0.0,), {}, 0, 0.0)
-    zero = torch.zeros(lm.d_model, lm.d_mlp)
-    return EditUpdate("facts", (layer,), {layer: zero}, {layer: torch.zeros(lm.d_mlp, n)}, {layer: torch.zeros_like(h)},
-                      value.z, h, value.groups, reqs, value=value, model=dict(lm.identity))
+from tiny import fact_update
 
 
 @pytest.fixture(scope="module")
 def toy_edit():
     lm = gp.load_model("toy-llama", device="cpu")
-    return lm, _fact_update(lm, gp.load_requests("toy")[:6], layer=0)
+    return lm, fact_update(lm, gp.load_requests("toy")[:6], layer=0)
 
 
 def _agree(lm, upd, trials):
@@ -110,7 +88,7 @@ def test_grid_search_on_a_non_monotone_curve_returns_an_edge_it_saw():
 def test_fast_and_reference_agree_within_one_step_on_smollm2():
     lm = gp.load_model("smollm2-135m", device="cpu")
     reqs = [r for r in gp.load_requests("same-subject") if r.relation == "capital"][:3]
-    _agree(lm, _fact_update(lm, reqs, layer=7), trials=5)
+    _agree(lm, fact_update(lm, reqs, layer=7), trials=5)
 
 
 def test_radius_is_reproducible_and_seed_dependent(toy_edit):

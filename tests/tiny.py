@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+from geomprobe.data.forms import render
+from geomprobe.editors.update import EditUpdate
+from geomprobe.editors.value import ValueResult
+from geomprobe.hooks import read
+from geomprobe.positions import tokenize
 
 WORDS = ("the capital of is paris france berlin germany rome italy question : answer ? . , what where "
          "who tell me instruction in a few words located city country speaks language eiffel tower "
@@ -63,3 +70,18 @@ def save_tiny(kind: str, out: Path, seed: int = 0) -> Path:
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def fact_update(lm, reqs, layer):
+    """An EditUpdate with δ = 0 whose 'targets' are the model's own answers."""
+    reqs = tuple(replace(r, target_new=r.target_true) for r in reqs)
+    batch = tokenize(lm.tokenizer, [render(r.prompt, r.subject, "declarative") for r in reqs])
+    with torch.no_grad(), read(lm, [layer], ("resid",), positions=batch.subject_last) as rd:
+        lm.forward(batch)
+    h = rd["resid"][layer].float().T.contiguous()
+    n = len(reqs)
+    value = ValueResult(layer, tuple(r.case_id for r in reqs), tuple((i,) for i in range(n)), h, torch.zeros_like(h),
+                        (0.0,), {}, 0, 0.0)
+    zero = torch.zeros(lm.d_model, lm.d_mlp)
+    return EditUpdate("facts", (layer,), {layer: zero}, {layer: torch.zeros(lm.d_mlp, n)}, {layer: torch.zeros_like(h)},
+                      value.z, h, value.groups, reqs, value=value, model=dict(lm.identity))
