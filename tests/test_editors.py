@@ -112,3 +112,16 @@ def test_bad_inputs_raise_clear_errors(toy, toy_requests):
         gp.editors.get("rose", config=EditorConfig(layers=(1, 99))).compute(toy, toy_requests)
     with pytest.raises(NumericalError):  # λ = 0 and a rank-deficient KKᵀ: singular system, no NaN weights
         gp.editors.get("memit", config=_cfg(toy).with_(lam=0.0, value_steps=2)).compute(toy, toy_requests)
+
+
+@pytest.mark.parametrize("mode", ["joint", "hki"])
+def test_length_sorted_micro_batches_change_nothing(toy, toy_requests, mode):
+    from dataclasses import replace
+
+    from geomprobe.editors.value import optimize_values
+
+    cfg = replace(_cfg(toy).value, steps=4, early_stop=0.0)
+    whole = optimize_values(toy, toy_requests, 1, mode, replace(cfg, micro_batch=10_000))  # one padded batch
+    small = optimize_values(toy, toy_requests, 1, mode, replace(cfg, micro_batch=3))  # sorted, trimmed chunks
+    assert float((whole.delta - small.delta).norm() / whole.delta.norm()) < 1e-4  # float32 rounding only
+    assert whole.losses == pytest.approx(small.losses, rel=1e-4)
