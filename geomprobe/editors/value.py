@@ -38,7 +38,7 @@ import torch
 from ..data.forms import Rendered, render, train_prompts
 from ..data.requests import EditRequest
 from ..errors import GeomprobeError, NumericalError
-from ..hooks import add_to_residual, read, resume_from
+from ..hooks import add_to_residual, read, resume_from, stop_after
 from ..models.load import LM
 from ..positions import tokenize
 from ..scoring import TargetBatch, with_targets
@@ -259,7 +259,8 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
 
     # h: residual after block L at the subject's last token, per row and per group
     # The residual after block L does not depend on δ: keep it, and resume every step from block L+1.
-    with torch.no_grad(), read(lm, [layer], ("resid",)) as r:
+    # (stopping after block L: the rest of the network, and logits of every row and position, are not needed)
+    with torch.no_grad(), read(lm, [layer], ("resid",)) as r, stop_after(lm, layer):
         lm.forward(tb.batch)
     hidden = r["resid"][layer]  # (rows, seq, d), model dtype
     rows_all = torch.arange(len(hidden), device=hidden.device)

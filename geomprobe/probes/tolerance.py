@@ -41,7 +41,7 @@ import torch
 from ..data.forms import render
 from ..editors.update import EditUpdate
 from ..errors import GeomprobeError
-from ..hooks import add_to_residual, head_only_at, read, resume_from
+from ..hooks import add_to_residual, head_only_at, read, resume_from, stop_after
 from ..models.load import LM
 from ..positions import Batch
 from ..scoring import with_targets
@@ -95,7 +95,7 @@ class _Prompt:
     # fast path: cache the residual after block L once, resume from L+1
     def hidden(self) -> torch.Tensor:
         if self._hidden is None:
-            with torch.no_grad(), read(self.lm, [self.layer], ("resid",)) as r:
+            with torch.no_grad(), read(self.lm, [self.layer], ("resid",)) as r, stop_after(self.lm, self.layer):
                 self.lm.forward(self.tb.batch)
             self._hidden = r["resid"][self.layer]
         return self._hidden
