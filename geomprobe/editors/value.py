@@ -284,7 +284,12 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
     opt = torch.optim.Adam([u], lr=cfg.lr)
     keep = int(tb.n_target.max()) + 1  # label positions are the last n_target + 1 positions, minus the final one
     labels = tb.labels[:, -keep:].to(device)
-    chunks = _chunks(tb.batch.attention_mask, cfg.micro_batch, keep)
+    chunks = []  # per micro-batch, built once: row indices (on `device`), its batch, hidden states and labels
+    for idx, width in _chunks(tb.batch.attention_mask, cfg.micro_batch, keep):
+        part, off = _take(tb.batch, idx, width), hidden.shape[1] - width
+        i = idx.to(hidden.device)
+        chunks.append((idx.to(device), part, hidden[i, off:], part.subject_last.to(hidden.device),
+                       labels[idx.to(device)]))
     losses: list[float] = []
     recorded: dict[int, dict[tuple[str, str], torch.Tensor]] = {}
     steps_run = 0
@@ -294,13 +299,10 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
         row_delta = delta.detach()[group]
         nll_rows = torch.empty(len(row_delta), device=device)
         row_grads = torch.empty(len(row_delta), lm.d_model, device=device)
-        for idx, width in chunks:  # rows are independent: chunking is exact
-            part = _take(tb.batch, idx, width)
-            i, off = idx.to(hidden.device), hidden.shape[1] - width
-            nll, grad = _rows_loss_and_grad(lm, layer, hidden[i, off:], part.subject_last.to(hidden.device),
-                                            row_delta[idx.to(device)], part, labels[idx.to(device)], keep)
-            nll_rows[idx.to(device)] = nll.to(device)
-            row_grads[idx.to(device)] = grad.to(device)
+        for idx, part, part_hidden, part_subj, part_labels in chunks:  # rows are independent: chunking is exact
+            nll, grad = _rows_loss_and_grad(lm, layer, part_hidden, part_subj, row_delta[idx], part, part_labels, keep)
+            nll_rows[idx] = nll.to(device)
+            row_grads[idx] = grad.to(device)
         if not torch.isfinite(nll_rows).all():
             raise NumericalError("the edit loss became non-finite; lower lr or use float32 for this model")
         nll_rows = nll_rows.detach().to(device)
