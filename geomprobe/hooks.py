@@ -146,6 +146,23 @@ def stop_after(lm: "LM", layer: int) -> Iterator[None]:
             pass
 
 
+@contextmanager
+def head_only_at(lm: "LM", positions: torch.Tensor) -> Iterator[None]:
+    """Run the LM head only at ``positions`` (sequence indices, shared by all rows).
+
+    The forward inside returns logits (batch, len(positions), vocab) instead of (batch, seq, vocab);
+    the final norm's output is sliced, so the head's matmul (the largest of a small model) shrinks.
+    Measured on SmolLM2 (CPU): 1.75x faster per resumed 11-row forward than ``logits_to_keep``, which
+    hands the head a strided view; HKI value optimisation 38 -> 29 s.
+    """
+    def on_norm(mod, inp, out):
+        return _replace_first(out, _first(out)[:, positions.to(_first(out).device)])
+
+    with ExitStack() as stack:
+        _hook(stack, lm.module(lm.spec.final_norm), on_norm)
+        yield
+
+
 class _Skip(nn.Module):
     """Stands in for a decoder block that must not run: passes the hidden state through."""
 

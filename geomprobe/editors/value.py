@@ -38,7 +38,7 @@ import torch
 from ..data.forms import Rendered, render, train_prompts
 from ..data.requests import EditRequest
 from ..errors import GeomprobeError, NumericalError
-from ..hooks import add_to_residual, read, resume_from, stop_after
+from ..hooks import add_to_residual, head_only_at, read, resume_from, stop_after
 from ..models.load import LM
 from ..positions import tokenize
 from ..scoring import TargetBatch, with_targets
@@ -197,8 +197,9 @@ def _rows_loss_and_grad(lm: LM, layer: int, hidden: torch.Tensor, subj: torch.Te
     rows = torch.arange(len(hidden), device=hidden.device)
     bump = torch.zeros(hidden.shape, device=hidden.device, dtype=row_delta.dtype).index_put(
         (rows, subj), row_delta.to(hidden.device))
-    with resume_from(lm, layer + 1, hidden + bump.to(hidden.dtype)):
-        logits = lm.forward(batch, logits_to_keep=keep)
+    seq = hidden.shape[1]
+    with resume_from(lm, layer + 1, hidden + bump.to(hidden.dtype)), head_only_at(lm, torch.arange(seq - keep, seq)):
+        logits = lm.forward(batch)
     logp = torch.log_softmax(logits.float(), -1)
     lab = labels.to(logp.device)
     mask = lab != -100

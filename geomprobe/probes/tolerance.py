@@ -16,12 +16,12 @@ radius), so they measure the same function ``success(r)``:
   every trial a separate full forward pass.
 * ``method="fast"`` (default) — the prompt's residual at ``L`` is computed once; the trials of one or two
   radii run as one batch resumed from block ``L+1`` (:func:`geomprobe.hooks.resume_from`), with the LM
-  head only at the target positions (``logits_to_keep``).  The search stays on the reference's grid
-  ``k·step`` and keeps a bracket ``[lo, hi]`` (``lo`` succeeds, ``hi`` fails); the next radius is
-  interpolated from a continuous statistic, the ``(trials − need + 1)``-th smallest target margin (``success(r) ≥ success``
+  head only at the target positions.  The search stays on the reference's grid ``k·step`` and keeps a
+  bracket ``[lo, hi]`` (``lo`` succeeds, ``hi`` fails); the next radius is interpolated from a
+  continuous statistic, the ``(trials − need + 1)``-th smallest target margin (``success(r) ≥ success``
   exactly when it is positive), on a power-law model ``S(r) ≈ S(0) − c·r^1.5``, with bisection whenever
   a step shrinks the bracket by less than half.  The first radius tried is ``‖h‖`` (the residual's own
-  norm) together with the unperturbed prompt.  It stops when ``hi = lo + 1``: ρ = ``lo·step``.
+norm) together with the unperturbed prompt.  It stops when ``hi = lo + 1``: ρ = ``lo·step``.
 
 Success counts are integers (``need = ceil(success · trials)``), never float shares, so 9 of 10 passes a
 90% criterion in both estimators.  Where ``success(r)`` is monotone on the grid both return the same
@@ -41,7 +41,7 @@ import torch
 from ..data.forms import render
 from ..editors.update import EditUpdate
 from ..errors import GeomprobeError
-from ..hooks import add_to_residual, read, resume_from, stop_after
+from ..hooks import add_to_residual, head_only_at, read, resume_from, stop_after
 from ..models.load import LM
 from ..positions import Batch
 from ..scoring import with_targets
@@ -70,19 +70,17 @@ class _Prompt:
         self.pos = self.tb.batch.subject_last
         self.delta = delta
         mask = self.tb.labels[0] != -100
-        at = mask.nonzero()[:, 0]  # (t,) positions whose logits predict the target tokens
-        self.keep = mask.shape[0] - int(at[0])  # the LM head runs on the last `keep` positions only
-        self.at = at - int(at[0])  # (t,) those positions among the kept ones
+        self.at = mask.nonzero()[:, 0]  # (t,) positions whose logits predict the target tokens
         self.want = self.tb.labels[0][mask]  # (t,)
         self._hidden = None
 
     def score(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hits and margins (n,) on CPU from head logits (n, keep, vocab) of the last ``keep`` positions.
+        """Hits and margins (n,) on CPU from head logits (n, t, vocab) at the target positions.
 
         A hit: every target token is the argmax.  The margin: min over target tokens of the target's
         logit minus the best other logit (> 0 for a hit, up to exact ties).
         """
-        logits = logits[:, self.at.to(logits.device)].float()  # (n, t, vocab)
+        logits = logits.float()
         want = self.want.to(logits.device).expand(len(logits), -1)[..., None]  # (n, t, 1)
         hit = (logits.argmax(-1) == want[..., 0]).all(-1)
         margin = logits.gather(-1, want)[..., 0] - logits.scatter(-1, want, float("-inf")).amax(-1)
@@ -109,15 +107,16 @@ class _Prompt:
         rows = torch.arange(n, device=h.device)
         pos = self.pos.to(h.device).expand(n)
         h[rows, pos] += (self.delta.to(h.device) + noise.to(h.device)).to(h.dtype)
-        with torch.no_grad(), resume_from(self.lm, self.layer + 1, h):
-            return self.score(self.lm.forward(self.expand(n), logits_to_keep=self.keep))
+        with torch.no_grad(), resume_from(self.lm, self.layer + 1, h), head_only_at(self.lm, self.at):
+            return self.score(self.lm.forward(self.expand(n)))
 
     def single(self, noise: torch.Tensor) -> int:
         """Hits among noise vectors (n, d), one full forward per vector (the paper's procedure)."""
         hits = 0
         for e in noise:
-            with torch.no_grad(), add_to_residual(self.lm, self.layer, self.pos, (self.delta + e)[None]):
-                hits += int(self.score(self.lm.forward(self.tb.batch, logits_to_keep=self.keep))[0][0])
+            with (torch.no_grad(), add_to_residual(self.lm, self.layer, self.pos, (self.delta + e)[None]),
+                  head_only_at(self.lm, self.at)):
+                hits += int(self.score(self.lm.forward(self.tb.batch))[0][0])
         return hits
 
 
