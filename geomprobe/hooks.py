@@ -151,15 +151,15 @@ def head_only_at(lm: "LM", positions: torch.Tensor) -> Iterator[None]:
     """Run the LM head only at ``positions`` (sequence indices, shared by all rows).
 
     The forward inside returns logits (batch, len(positions), vocab) instead of (batch, seq, vocab);
-    the final norm's output is sliced, so the head's matmul (the largest of a small model) shrinks.
+    the head's input is sliced, so its matmul (the largest of a small model) shrinks.
     Measured on SmolLM2 (CPU): 1.75x faster per resumed 11-row forward than ``logits_to_keep``, which
     hands the head a strided view; HKI value optimisation 38 -> 29 s.
     """
-    def on_norm(mod, inp, out):
-        return _replace_first(out, _first(out)[:, positions.to(_first(out).device)])
+    def on_head(mod, args):  # the head's input, not the final norm's output: GPT-2 reshapes after its norm
+        return (args[0][:, positions.to(args[0].device)], *args[1:])
 
     with ExitStack() as stack:
-        _hook(stack, lm.module(lm.spec.final_norm), on_norm)
+        _hook(stack, lm.model.get_output_embeddings(), on_head, pre=True)
         yield
 
 

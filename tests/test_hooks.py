@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from geomprobe.hooks import active_hooks, add_to_residual, override_value, read, resume_from, stop_after
+from geomprobe.hooks import active_hooks, add_to_residual, head_only_at, override_value, read, resume_from, stop_after
 from geomprobe.positions import render_pairs, tokenize
 from tiny import KINDS
 
@@ -96,3 +96,16 @@ def test_read_rejects_unknown_kind(tiny_lms):
     with pytest.raises(ValueError):
         with read(tiny_lms["llama"], [0], ("keys",)):
             pass
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_head_only_at_returns_the_full_logits_at_those_positions(tiny_lms, kind):
+    lm = tiny_lms[kind]
+    batch = _batch(lm)
+    pos = torch.tensor([1, batch.input_ids.shape[1] - 1])
+    with torch.no_grad():
+        full = lm.forward(batch)
+        with head_only_at(lm, pos):
+            some = lm.forward(batch)
+    assert some.shape == (full.shape[0], 2, full.shape[2])
+    assert torch.allclose(some, full[:, pos], atol=1e-5)
