@@ -8,9 +8,11 @@ import pandas as pd
 import torch
 
 import geomprobe as gp
-from geomprobe.pipeline import Workspace, main
+from geomprobe.pipeline import main
 from geomprobe.plots.spectral import plot_cov_spectrum
+from geomprobe.tables import ILL_CONDITIONED, model_of
 from geomprobe.probes.deviation import form_key_pairs
+from geomprobe.workspace import Workspace
 
 ID = "cov_spectrum"
 PAPER = "RoSE App. A (Eq. 9-12)"
@@ -84,7 +86,7 @@ def plot(df: pd.DataFrame):
     s = summary(df)
     L = s["layer"]
     cond = s["cond"].get(L, np.nan)
-    if cond == cond and cond > 1e3:
+    if cond == cond and cond > ILL_CONDITIONED:
         first = f"C ill-conditioned (κ = {cond:.1e} at layer {L})"
     else:
         first = f"C moderately conditioned (κ = {cond:.1e} at layer {L})"
@@ -93,7 +95,7 @@ def plot(df: pd.DataFrame):
         second = f"C {verb} Δk ×{s['amp']:.2g} vs I"
     else:
         second = "no drift measured"
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     return plot_cov_spectrum(df, title=f"{model}: {first}; {second}")
 
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from geomprobe.pipeline import Workspace, main
-from geomprobe.plots.tolerance import (fmt, plot_tolerance_radius, predicted_count, predicted_radii, radius_rows,
-                                       tidy_radius)
+from geomprobe.pipeline import main
+from geomprobe.plots.tolerance import fmt, plot_tolerance_radius
+from geomprobe.tables import (FEW, SHRINK, WIDEN, model_of, predicted_count, predicted_radii, radius_rows, tidy_radius,
+                              versus)
+from geomprobe.workspace import Workspace
 
 ID = "fig02a_tolerance_radius"
 PAPER = "RoSE Fig. 2a, 8"
@@ -37,23 +39,24 @@ def _verdict(df: pd.DataFrame) -> str:
         return "ρ not comparable: " + ", ".join(
             f"{ed} {'/'.join(map(str, predicted_count(radius_rows(df, ed))))} predicted" for ed in med)
     n_pred = [predicted_count(radius_rows(df, ed)) for ed in med]
-    if min(k for k, _ in n_pred) < 3:  # one or two radii are no distribution: report, do not conclude
+    if min(k for k, _ in n_pred) < FEW:  # one or two radii are no distribution: report, do not conclude
         return ("Too few targets predicted to compare ρ (" + ", ".join(f"{k}/{n}" for k, n in n_pred) + ")\n"
                 + "median ρ/‖h‖ " + ", ".join(f"{ed} {fmt(m)}" for ed, m in med.items()))
-    if joint < 0.8 * iso:
+    v = versus(joint, iso, WIDEN, SHRINK)
+    if v < 0:
         head = f"Joint editing collapses ρ ({fmt(iso)} → {fmt(joint)} of ‖h‖)"
-    elif joint > 1.25 * iso:
+    elif v > 0:
         head = f"Joint editing widens ρ here ({fmt(iso)} → {fmt(joint)} of ‖h‖)"
     else:
         head = f"Joint and isolated ρ similar ({fmt(iso)} vs {fmt(joint)} of ‖h‖)"
     rose = med.get("rose", np.nan)
     if np.isfinite(rose):
-        head += f"; RoSE {'restores' if rose > 1.25 * joint else 'keeps'} {fmt(rose)}"
+        head += f"; RoSE {'restores' if versus(rose, joint, WIDEN) > 0 else 'keeps'} {fmt(rose)}"
     return head
 
 
 def plot(df: pd.DataFrame):
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     return plot_tolerance_radius(df, title=f"{model}: {_verdict(df)}")
 
 

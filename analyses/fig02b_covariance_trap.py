@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from geomprobe.pipeline import Workspace, main
-from geomprobe.plots.tolerance import (DEV, few_note, fmt, pct, plot_deviation_vs_radius, predicted_count, predicted_radii,
-                                       safe_share, tidy_deviation, tidy_radius)
+from geomprobe.pipeline import main
+from geomprobe.plots.tolerance import few_note, fmt, pct, plot_deviation_vs_radius
+from geomprobe.tables import (AMPLIFY, DEV, model_of, predicted_count, predicted_radii, safe_share, tidy_deviation,
+                              tidy_radius, versus)
+from geomprobe.workspace import Workspace
 
 ID = "fig02b_covariance_trap"
 PAPER = "RoSE Fig. 2b, 10"
@@ -47,9 +49,10 @@ def verdict(s: dict, trap: str = "covariance", fix: str = "identity") -> str:
     if not (np.isfinite(c) and np.isfinite(i)):
         return "no Δ measured"
     ratio = c / i if i > 0 else float("inf")
-    if ratio > 1.5:
+    v = versus(c, i, AMPLIFY) if i > 0 else 1  # no identity Δ at all: any covariance Δ is an amplification
+    if v > 0:
         head = f"{trap.capitalize()} amplifies Δ {ratio:.1f}× over {fix}"
-    elif ratio < 1 / 1.5:
+    elif v < 0:
         head = f"{trap.capitalize()} Δ is {1 / ratio:.1f}× below {fix} here (no trap)"
     else:
         head = f"{trap.capitalize()} and {fix} Δ similar (median {fmt(c)} vs {fmt(i)})"
@@ -62,7 +65,7 @@ def verdict(s: dict, trap: str = "covariance", fix: str = "identity") -> str:
 
 
 def plot(df: pd.DataFrame):
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     s = summary(df)
     return plot_deviation_vs_radius(df, rules=RULES, forms=FORMS,
                                     title=f"{model} {EDITOR}: {verdict(s)}{few_note(df)}")

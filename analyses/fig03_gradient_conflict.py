@@ -6,8 +6,11 @@ from __future__ import annotations
 import pandas as pd
 
 import geomprobe as gp
-from geomprobe.pipeline import Workspace, main
-from geomprobe.plots.spectral import conflict_matrix, plot_gradient_conflict
+from geomprobe.pipeline import main
+from geomprobe.plots.spectral import plot_gradient_conflict
+from geomprobe.tables import (MOSTLY_ORTHOGONAL, ORTHOGONAL, conflict_by_step, conflict_matrix, first, first_step,
+                              model_of)
+from geomprobe.workspace import Workspace
 
 ID = "fig03_gradient_conflict"
 PAPER = "RoSE Fig. 3, 9"
@@ -25,26 +28,23 @@ def compute(ws: Workspace) -> pd.DataFrame:
     return df
 
 
-def _step0(df: pd.DataFrame) -> pd.DataFrame:
-    return df[df["step"] == df["step"].min()]
-
-
 def plot(df: pd.DataFrame):
-    s0 = _step0(df)
+    s0 = first_step(df)
     mean, lo, hi = s0["value"].mean(), s0["value"].min(), s0["value"].max()
-    if mean >= 0.8:
+    if mean >= ORTHOGONAL:
         finding = "relation gradients near-orthogonal"
-    elif mean >= 0.5:
+    elif mean >= MOSTLY_ORTHOGONAL:
         finding = "relation gradients mostly orthogonal"
     else:
         finding = "relation gradients partly aligned"
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     title = f"{model}: {finding} (mean conflict {mean:.2f}, range {lo:.2f}-{hi:.2f})"
-    return plot_gradient_conflict(df, title=title)
+    M, N = conflict_matrix(s0)
+    return plot_gradient_conflict(M, N, conflict_by_step(df), editor=first(df, "editor", None), title=title)
 
 
 def headline(df: pd.DataFrame) -> str:
-    s0 = _step0(df)
+    s0 = first_step(df)
     M, _ = conflict_matrix(s0)
     steps = df.groupby("step")["value"].mean()
     return (f"conflict at step 0: mean {s0['value'].mean():.2f} over {len(s0)} pairs "

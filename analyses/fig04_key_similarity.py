@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 
-from geomprobe.demo import key_heatmap_data
-from geomprobe.pipeline import Workspace, main
+from geomprobe.pipeline import main
 from geomprobe.plots import plot_key_heatmap
+from geomprobe.probes.key_heatmap import key_heatmap
+from geomprobe.tables import SEPARATED, model_of, versus
+from geomprobe.workspace import Workspace
 
 ID = "fig04_key_similarity"
 PAPER = "RoSE Fig. 4, 11"
@@ -15,7 +17,7 @@ COLUMNS = ("layer", "label_a", "label_b", "subject_a", "subject_b", "value")
 
 
 def compute(ws: Workspace) -> pd.DataFrame:
-    df = key_heatmap_data(ws.lm, ws.batch, ws.edit_layer)
+    df = key_heatmap(ws.lm, ws.batch, ws.edit_layer)
     df.insert(0, "model", ws.lm.name)
     return df
 
@@ -29,8 +31,9 @@ def _means(df: pd.DataFrame) -> tuple[float, float]:
 
 def plot(df: pd.DataFrame):
     same, diff = _means(df)
-    verdict = "keys agree across forms, not subjects" if same > diff + 0.1 else "forms and subjects not separated"
-    model = df["model"].iloc[0] if "model" in df else ""
+    separated = versus(same, diff, SEPARATED, margin=True) > 0
+    verdict = "keys agree across forms, not subjects" if separated else "forms and subjects not separated"
+    model = model_of(df)
     return plot_key_heatmap(df, title=f"{model} layer {int(df['layer'].iloc[0])}: {verdict}")
 
 

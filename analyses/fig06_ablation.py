@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from geomprobe.pipeline import Workspace, main
-from geomprobe.plots.results import fmt, form_scores, plot_metric_bars, score
+from geomprobe.pipeline import main
+from geomprobe.plots.results import fmt, plot_metric_bars
+from geomprobe.tables import TIE, form_scores, model_of, score
+from geomprobe.workspace import Workspace
 
 ID = "fig06_ablation"
 PAPER = "RoSE Fig. 6"
@@ -29,7 +31,7 @@ def _finding(df: pd.DataFrame) -> str:
     if not finite:
         return "no instruction efficacy measured"
     best = max(finite.values())
-    leaders = [e for e, v in finite.items() if v >= best - 0.05]
+    leaders = [e for e, v in finite.items() if v >= best - TIE]
     if leaders == ["rose"]:
         return "full RoSE leads both ablations and MEMIT-Merge on instruction efficacy"
     if "rose" in leaders:
@@ -40,7 +42,7 @@ def _finding(df: pd.DataFrame) -> str:
 
 def plot(df: pd.DataFrame):
     d = df[(df["form"] == "instruction") & (df["protocol"] == "prob")]
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     return plot_metric_bars(d, metrics=("efficacy", "paraphrase"), editors=EDITORS, figsize=(3.6, 2.7),
                             title=f"{model}: {_finding(df)}", ylabel="instruction-query score (%, prob)",
                             legend_cols=2)

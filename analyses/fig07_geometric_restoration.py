@@ -7,9 +7,11 @@ import numpy as np
 import pandas as pd
 
 from geomprobe.editors import EDITORS as EDITOR_MODES
-from geomprobe.pipeline import Workspace, main
-from geomprobe.plots.tolerance import (DEV, FEW, few_note, pct, plot_restoration, predicted_count, radius_rows, safe_share,
-                                       tidy_deviation, tidy_radius)
+from geomprobe.pipeline import main
+from geomprobe.plots.tolerance import few_note, pct, plot_restoration
+from geomprobe.tables import (DEV, FEW, SHARE_MARGIN, model_of, predicted_count, radius_rows, safe_share, tidy_deviation,
+                              tidy_radius, versus)
+from geomprobe.workspace import Workspace
 
 ID = "fig07_geometric_restoration"
 PAPER = "RoSE Fig. 7"
@@ -54,9 +56,10 @@ def _verdict(df: pd.DataFrame) -> str:
     if np.isfinite(rose) and np.isfinite(merge) and few:
         head = f"Δ < ρ for RoSE {pct(rose)} of prompts vs memit-merge {pct(merge)}"
     elif np.isfinite(rose) and np.isfinite(merge):
-        if rose > merge + 0.1:
+        v = versus(rose, merge, SHARE_MARGIN, margin=True)
+        if v > 0:
             head = f"RoSE restores Δ < ρ: {pct(rose)} of prompts vs memit-merge {pct(merge)}"
-        elif rose < merge - 0.1:
+        elif v < 0:
             head = f"RoSE does not restore Δ < ρ here: {pct(rose)} vs memit-merge {pct(merge)}"
         else:
             head = f"RoSE and memit-merge meet Δ < ρ equally often ({pct(rose)} vs {pct(merge)})"
@@ -70,7 +73,7 @@ def _verdict(df: pd.DataFrame) -> str:
 
 
 def plot(df: pd.DataFrame):
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     return plot_restoration(df, title=f"{model}: {_verdict(df)}")
 
 

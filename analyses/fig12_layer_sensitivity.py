@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from geomprobe.pipeline import Workspace, main
-from geomprobe.plots.tolerance import (DEV, RHO, flag, fmt, plot_layer_sensitivity, tidy_deviation, tidy_radius)
+from geomprobe.pipeline import main
+from geomprobe.plots.tolerance import fmt, plot_layer_sensitivity
+from geomprobe.tables import DEV, RHO, flag, model_of, tidy_deviation, tidy_radius
+from geomprobe.workspace import Workspace
 
 ID = "fig12_layer_sensitivity"
 PAPER = "RoSE Fig. 12 (App. C.4)"
@@ -76,7 +78,7 @@ def _verdict(df: pd.DataFrame) -> str:
 
 
 def plot(df: pd.DataFrame):
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     return plot_layer_sensitivity(df, rules=RULES, title=f"{model} {EDITOR}: {_verdict(df)}")
 
 

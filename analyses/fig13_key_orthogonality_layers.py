@@ -6,8 +6,10 @@ from __future__ import annotations
 import pandas as pd
 
 import geomprobe as gp
-from geomprobe.pipeline import QUICK, Workspace, main
+from geomprobe.pipeline import main
 from geomprobe.plots.spectral import plot_key_orthogonality
+from geomprobe.tables import SEPARATED, model_of, versus
+from geomprobe.workspace import QUICK, Workspace
 
 ID = "fig13_key_orthogonality_layers"
 PAPER = "RoSE Fig. 13, 14"
@@ -54,10 +56,10 @@ def summary(df: pd.DataFrame) -> dict:
 
 def plot(df: pd.DataFrame):
     s = summary(df)
-    model = df["model"].iloc[0] if "model" in df else ""
-    if s["min_gap"] == s["min_gap"] and s["min_gap"] > 0.1:
+    model = model_of(df)
+    if s["min_gap"] == s["min_gap"] and s["min_gap"] > SEPARATED:
         finding = f"same-subject keys above different-subject keys at every layer (gap ≥ {s['min_gap']:.2f})"
-    elif s["same"] == s["same"] and s["diff"] == s["diff"] and s["same"] > s["diff"] + 0.1:
+    elif s["same"] == s["same"] and s["diff"] == s["diff"] and versus(s["same"], s["diff"], SEPARATED, margin=True) > 0:
         finding = (f"separated at edit layer {s['layer']} ({s['same']:.2f} vs {s['diff']:.2f}), "
                    f"not at layer {s['worst_layer']}")
     else:

@@ -26,18 +26,16 @@ every pair of subjects from different pairs (the different-subject baseline).
 from __future__ import annotations
 
 import math
-from itertools import combinations
 
 import numpy as np
 import pandas as pd
-import torch
 
 import geomprobe as gp
-from geomprobe.data.forms import Rendered
-from geomprobe.pipeline import Workspace, main
+from geomprobe.pipeline import main
 from geomprobe.plots.results import fmt, plot_similar_subjects
-from geomprobe.probes.key_similarity import cosine_matrix, form_keys
-from geomprobe.scoring import target_logprob, with_targets
+from geomprobe.probes.near_duplicates import mean_target_logprob, near_duplicate_key_cosines, pair_id
+from geomprobe.tables import breach_share, breach_table, model_of
+from geomprobe.workspace import Workspace
 
 ID = "fig15_similar_subjects"
 PAPER = "RoSE Fig. 15, Tab. 3"
@@ -61,42 +59,6 @@ def near_duplicate_pairs(ws: Workspace) -> list[tuple]:
     return ws.memo("near_duplicate_pairs", make)
 
 
-def _mean_logp(lm, texts: list[str], targets: list[str], batch_size: int = 16) -> list[float]:
-    """Mean per-token log-prob of each target after its full prompt text."""
-    out: list[float] = []
-    for s in range(0, len(texts), batch_size):
-        chunk = texts[s:s + batch_size]
-        prompts = [Rendered(t, (len(t) - len(t.lstrip()), len(t) - len(t.lstrip()) + 1), "declarative") for t in chunk]
-        tb = with_targets(lm.tokenizer, prompts, targets[s:s + batch_size])
-        with torch.no_grad():
-            logits = lm.forward(tb.batch)
-        lp = target_logprob(logits, tb.labels.to(logits.device)).cpu()
-        out += (lp / tb.n_target.float()).tolist()
-    return out
-
-
-def _key_rows(ws: Workspace, pairs) -> list[dict]:
-    reqs = [r for pair in pairs for r in pair]
-    K, index = form_keys(ws.lm, reqs, [ws.edit_layer], forms=FORMS)
-    pid = {r.case_id: r.case_id.rpartition("-")[0] for r in reqs}
-    rows = []
-    for form in FORMS:
-        idx = index[index["form"] == form]
-        if len(idx) < 2:
-            continue
-        C = cosine_matrix(K[torch.tensor(idx["row"].tolist()), 0])
-        cases = list(idx["case_id"])
-        subj = list(idx["subject"])
-        for i, j in combinations(range(len(cases)), 2):
-            same = pid[cases[i]] == pid[cases[j]]
-            rows.append({"kind": "key_cosine", "editor": "", "pair": pid[cases[i]] if same else
-                         f"{pid[cases[i]]}|{pid[cases[j]]}", "form": form, "probe": "",
-                         "metric": "key_cosine", "value": float(C[i, j]),
-                         "pair_kind": "near-duplicate" if same else "different-subject",
-                         "subject_a": subj[i], "subject_b": subj[j]})
-    return rows
-
-
 def _breach_rows(ws: Workspace, pairs, name: str) -> list[dict]:
     a_reqs = [a for a, _ in pairs]
     ref = ws.reference(a_reqs)
@@ -104,7 +66,8 @@ def _breach_rows(ws: Workspace, pairs, name: str) -> list[dict]:
     upd = ws.update(name, requests=a_reqs)
     prompts = {(p.request, p.form, p.prompt_idx): p for p in ref.prompts}
     with upd.applied(ws.lm):
-        post = _mean_logp(ws.lm, [p.text for p in ref.prompts], [a_reqs[p.request].target_new for p in ref.prompts])
+        post = mean_target_logprob(ws.lm, [p.text for p in ref.prompts],
+                                   [a_reqs[p.request].target_new for p in ref.prompts])
     dlogp = {(p.request, p.form, p.prompt_idx): post[k] - p.logp_new / max(p.n_new, 1)
              for k, p in enumerate(ref.prompts)}
 
@@ -114,7 +77,7 @@ def _breach_rows(ws: Workspace, pairs, name: str) -> list[dict]:
 
     rows = []
     def base(i: int) -> dict:
-        return {"kind": "breach", "editor": name, "pair": a_reqs[i].case_id.rpartition("-")[0],
+        return {"kind": "breach", "editor": name, "pair": pair_id(a_reqs[i].case_id),
                 "subject_a": a_reqs[i].subject, "subject_b": pairs[i][1].subject}
 
     loc = ev[ev["metric"] == "locality"].copy()
@@ -139,7 +102,7 @@ def compute(ws: Workspace) -> pd.DataFrame:
     pairs = near_duplicate_pairs(ws)
     if not pairs:
         raise gp.GeomprobeError("the near-duplicates set holds no a/b pairs; check geomprobe/data/builtin")
-    rows = _key_rows(ws, pairs)
+    rows = near_duplicate_key_cosines(ws.lm, pairs, ws.edit_layer, FORMS).to_dict("records")
     editors = [e for e in EDITORS if e in ws.settings.editors] or list(EDITORS)
     for name in editors:
         rows += _breach_rows(ws, pairs, name)
@@ -157,17 +120,9 @@ def _key_means(df: pd.DataFrame) -> tuple[float, float]:
     return float(nd) if pd.notna(nd) else math.nan, float(ds) if pd.notna(ds) else math.nan
 
 
-def _breach(df: pd.DataFrame, editor: str, probe: str = "near-duplicate", metric: str = "breach_prob") -> float:
-    v = df[(df["kind"] == "breach") & (df["editor"] == editor) & (df["probe"] == probe) & (df["metric"] == metric)]
-    if v.empty:
-        return math.nan
-    w = v["n_prompts"].astype(float) if "n_prompts" in v else pd.Series(1.0, index=v.index)
-    return float((v["value"] * w).sum() / w.sum() * 100)  # share of prompts
-
-
 def plot(df: pd.DataFrame):
     nd, ds = _key_means(df)
-    r, m = _breach(df, "rose"), _breach(df, "memit-merge")
+    r, m = breach_share(df, "rose"), breach_share(df, "memit-merge")
     if np.isfinite(r) and np.isfinite(m):
         verdict = ("RoSE breaches no more than MEMIT-Merge" if r <= m + 0.5 else "RoSE breaches more than MEMIT-Merge")
         sel = (df["kind"] == "breach") & (df["probe"] == "near-duplicate") & (df["metric"] == "breach_prob")
@@ -175,18 +130,18 @@ def plot(df: pd.DataFrame):
         verdict += f" ({r:.0f} vs {m:.0f}% of {n_p} prompts)"
     else:
         verdict = "breach not measured for RoSE / MEMIT-Merge"
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     n = int(df["n_pairs"].iloc[0]) if "n_pairs" in df else 0
     title = (f"{model}, {n} near-duplicate pairs: key cosine {fmt(nd, 2)} vs {fmt(ds, 2)} for different subjects;\n"
              f"{verdict} on the twin subject's prompts (all forms, prob)")
     layer = int(df["layer"].iloc[0]) if "layer" in df else None
-    return plot_similar_subjects(df, title=title, layer=layer)
+    return plot_similar_subjects(df, breach_table(df), title=title, layer=layer)
 
 
 def headline(df: pd.DataFrame) -> str:
     nd, ds = _key_means(df)
     eds = list(dict.fromkeys(df.loc[df["kind"] == "breach", "editor"]))
-    br = ", ".join(f"{e} {fmt(_breach(df, e))}% ({fmt(_breach(df, e, 'unrelated'))}%)" for e in eds)
+    br = ", ".join(f"{e} {fmt(breach_share(df, e))}% ({fmt(breach_share(df, e, 'unrelated'))}%)" for e in eds)
     return (f"near-duplicate key cosine {fmt(nd, 2)} vs different subjects {fmt(ds, 2)} (paper ≈0.5 vs ≈0.04); "
             f"breach on twin (unrelated) prompts: {br} (paper Tab. 3: RoSE and MEMIT-Merge both fail)")
 

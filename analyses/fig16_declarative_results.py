@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pandas as pd
 
-from geomprobe.pipeline import Workspace, main
-from geomprobe.plots.results import compare, fmt, form_scores, plot_metric_bars, score
+from geomprobe.pipeline import main
+from geomprobe.plots.results import fmt, plot_metric_bars
+from geomprobe.tables import compare, form_scores, model_of, score
+from geomprobe.workspace import Workspace
 
 ID = "fig16_declarative_results"
 PAPER = "RoSE Fig. 16"
@@ -31,7 +33,7 @@ def _d(df, ed, metric):
 
 def plot(df: pd.DataFrame):
     d = df[(df["form"] == "declarative") & (df["protocol"] == "prob")]
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     re_, me = _d(df, "rose", "efficacy"), _d(df, "memit-merge", "efficacy")
     rp, mp = _d(df, "rose", "paraphrase"), _d(df, "memit-merge", "paraphrase")
     e = compare(re_, me, "RoSE", "MEMIT-Merge", tol=1.0)

@@ -6,9 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from geomprobe.pipeline import Workspace, main
-from geomprobe.plots.tolerance import (DEV, few_note, fmt, pct, plot_deviation_vs_radius, predicted_count, predicted_radii,
-                                       safe_share, tidy_deviation, tidy_radius)
+from geomprobe.pipeline import main
+from geomprobe.plots.tolerance import few_note, fmt, pct, plot_deviation_vs_radius
+from geomprobe.tables import (AMPLIFY, DEV, model_of, predicted_count, predicted_radii, safe_share, tidy_deviation,
+                              tidy_radius, versus)
+from geomprobe.workspace import Workspace
 
 ID = "fig17_projection_variant"
 PAPER = "RoSE Fig. 17 (App. F)"
@@ -42,9 +44,10 @@ def _verdict(s: dict) -> str:
     c, p, i = (s[r][0] for r in PLOT_RULES)
     if not all(np.isfinite(x) for x in (p, c, i)):
         return "not every rule measured"
-    if p > 1.5 * i:
+    v = versus(p, i, AMPLIFY)
+    if v > 0:
         head = f"Projection does not close the trap:\nΔ {fmt(p)} vs identity {fmt(i)} (covariance {fmt(c)})"
-    elif p < i / 1.5:
+    elif v < 0:
         head = f"Projection Δ {fmt(p)} below identity {fmt(i)} here\n(covariance {fmt(c)})"
     else:
         head = f"Projection Δ {fmt(p)} ≈ identity {fmt(i)} here\n(covariance {fmt(c)})"
@@ -57,7 +60,7 @@ def _verdict(s: dict) -> str:
 
 
 def plot(df: pd.DataFrame):
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     return plot_deviation_vs_radius(df, rules=PLOT_RULES, forms=FORMS,
                                     title=f"{model} {EDITOR}: {_verdict(_summary(df))}{few_note(df)}")
 

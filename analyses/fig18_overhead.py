@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from geomprobe.pipeline import Workspace, main
+from geomprobe.pipeline import main
 from geomprobe.plots.results import fmt, plot_overhead
+from geomprobe.tables import TIMES, first, model_of
+from geomprobe.workspace import Workspace
 
 ID = "fig18_overhead"
 PAPER = "RoSE Fig. 18"
@@ -35,13 +37,13 @@ def _get(df: pd.DataFrame, ed: str, col: str) -> float:
 
 
 def plot(df: pd.DataFrame):
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     r, m = _get(df, "rose", "seconds"), _get(df, "memit-merge", "seconds")
     if np.isfinite(r) and np.isfinite(m) and m > 0:
         ratio = r / m
-        if ratio >= 2:
+        if ratio >= TIMES:
             how = f"{ratio:.1f}× slower"
-        elif ratio <= 0.5:
+        elif ratio <= 1 / TIMES:
             how = f"{1 / ratio:.1f}× faster"
         else:
             how = f"{abs(1 - ratio) * 100:.0f}% {'faster' if r < m else 'slower'}"
@@ -50,7 +52,7 @@ def plot(df: pd.DataFrame):
         fastest = df.loc[df["seconds"].astype(float).idxmin(), "editor"]
         verdict = f"fastest: {fastest}"
     title = (f"{model}, batch {int(df['batch_size'].iloc[0])}, {df['device'].iloc[0]} "
-             f"{df['dtype'].iloc[0] if 'dtype' in df else ''}: {verdict}")
+             f"{first(df, 'dtype')}: {verdict}")
     return plot_overhead(df, title=title)
 
 

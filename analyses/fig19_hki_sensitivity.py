@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from geomprobe.pipeline import Workspace, main
-from geomprobe.plots.tolerance import (RHO, SECONDS, TIDY_COLUMNS, flag, fmt, plot_hki_sensitivity, tidy_radius)
+from geomprobe.pipeline import main
+from geomprobe.plots.tolerance import fmt, plot_hki_sensitivity
+from geomprobe.tables import NO_RULE, RHO, SECONDS, STABLE_SPREAD, TIDY_COLUMNS, flag, model_of, tidy_radius
+from geomprobe.workspace import Workspace
 
 ID = "fig19_hki_sensitivity"
 PAPER = "RoSE Fig. 19 (App. H)"
@@ -19,7 +21,7 @@ EDITOR, BASELINE = "rose", "memit-merge"
 
 def _seconds_row(upd, model: str, **extra) -> dict:
     row = {c: np.nan for c in TIDY_COLUMNS}
-    row.update({"model": model, "editor": upd.editor, "rule": "-", "form": "-", "case_id": "-", "subject": "-",
+    row.update({"model": model, "editor": upd.editor, "rule": NO_RULE, "form": "-", "case_id": "-", "subject": "-",
                 "relation": "-", "layer": upd.layers[-1], "metric": SECONDS, "value": float(upd.seconds),
                 "rho_from": "-", "status": "-"})
     row.update(extra)
@@ -66,7 +68,7 @@ def _verdict(df: pd.DataFrame) -> str:
     if len(has) >= 2:
         lo, hi = has["rho"].min(), has["rho"].max()
         spread = (hi - lo) / hi if hi > 0 else 0.0
-        head = (f"ρ {'stable' if spread < 0.25 else 'varies'} over M={int(t['m'].min())}..{int(t['m'].max())} "
+        head = (f"ρ {'stable' if spread < STABLE_SPREAD else 'varies'} over M={int(t['m'].min())}..{int(t['m'].max())} "
                 f"({fmt(lo)}-{fmt(hi)})")
         if np.isfinite(base_rho):
             head += f", {'above' if lo > base_rho else 'not above'} memit-merge {fmt(base_rho)}"
@@ -81,7 +83,7 @@ def _verdict(df: pd.DataFrame) -> str:
 
 
 def plot(df: pd.DataFrame):
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     return plot_hki_sensitivity(df, editor=EDITOR, baseline=BASELINE, title=f"{model} {EDITOR}: {_verdict(df)}")
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from geomprobe.pipeline import Workspace, main
-from geomprobe.plots.results import fmt, form_scores, plot_sequential
+from geomprobe.pipeline import main
+from geomprobe.plots.results import fmt, plot_sequential
+from geomprobe.tables import TIE, form_scores, model_of
+from geomprobe.workspace import Workspace
 
 ID = "fig20_sequential_edits"
 PAPER = "RoSE Fig. 20"
@@ -46,14 +48,14 @@ def _finding(df: pd.DataFrame) -> str:
     if not eff:
         return "no instruction efficacy measured"
     best = max(eff.values())
-    leaders = [e for e, v in eff.items() if v >= best - 0.05]
+    leaders = [e for e, v in eff.items() if v >= best - TIE]
     who = leaders[0] if len(leaders) == 1 else " = ".join(leaders)
     lead = "leads" if len(leaders) == 1 else "tie"
     return f"after {n} sequential edits {who} {lead} on instruction efficacy ({best:.0f}%)"
 
 
 def plot(df: pd.DataFrame):
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     return plot_sequential(df, title=f"{model}: {_finding(df)}")
 
 

@@ -9,8 +9,10 @@ import numpy as np
 import pandas as pd
 
 import geomprobe as gp
-from geomprobe.pipeline import Workspace, main
+from geomprobe.pipeline import main
 from geomprobe.plots.spectral import plot_spectral_drift
+from geomprobe.tables import model_of
+from geomprobe.workspace import Workspace
 
 ID = "spectral_drift"
 PAPER = "REVIVE (Zhang et al.) LS / SS analysis"
@@ -60,7 +62,7 @@ def final(df: pd.DataFrame, metric: str, index: int | None = None) -> pd.Series:
 def plot(df: pd.DataFrame):
     ls = final(df, "LS_k")
     n = int(df["step"].max())
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     pairs = [(b, f"revive({b})") for b in ls.index if f"revive({b})" in ls.index]
     if pairs:
         gains = {b: ls[r] - ls[b] for b, r in pairs}

@@ -13,8 +13,10 @@ import torch
 
 import geomprobe as gp
 from geomprobe.editors.update import restoring
-from geomprobe.pipeline import Workspace, main
-from geomprobe.plots.spectral import ABILITY_METRICS, plot_spectral_energy, retained
+from geomprobe.pipeline import main
+from geomprobe.plots.spectral import plot_spectral_energy
+from geomprobe.tables import ABILITY_METRICS, model_of, retained
+from geomprobe.workspace import Workspace
 
 ID = "spectral_energy"
 PAPER = "REVIVE (Zhang et al.) spectral-truncation analysis"
@@ -95,7 +97,7 @@ NAMES = {"perplexity": "held-out perplexity", "true_token_acc": "true-fact token
 
 def plot(df: pd.DataFrame):
     kept, energy = _at(df, 5)
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     finite = {m: v for m, v in kept.items() if v == v}
     if finite:
         m, v = next(iter(finite.items()))
@@ -103,7 +105,7 @@ def plot(df: pd.DataFrame):
                    f"with {100 * energy:.0f}% of spectral energy")
     else:
         finding = f"top 5% of singular components carry {100 * energy:.0f}% of spectral energy"
-    return plot_spectral_energy(df, title=f"{model}: {finding}")
+    return plot_spectral_energy(df, retained(df), title=f"{model}: {finding}")
 
 
 def headline(df: pd.DataFrame) -> str:

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from geomprobe.pipeline import Workspace, main
-from geomprobe.plots.results import (PROTOCOL_LABEL, compare, fmt, form_scores, plot_metric_bars,
-                                     results_markdown, score)
+from geomprobe.pipeline import main
+from geomprobe.plots.results import PROTOCOL_LABEL, fmt, plot_metric_bars, results_markdown
+from geomprobe.tables import compare, form_scores, model_of, score
+from geomprobe.workspace import Workspace
 
 ID = "table_main_results"
 PAPER = "RoSE Tab. 1, 4"
@@ -50,7 +51,7 @@ def _finding(df: pd.DataFrame) -> tuple[float, float, str]:
 
 def plot(df: pd.DataFrame):
     r, m, verdict = _finding(df)
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     d = df[(df["form"] == "instruction") & (df["protocol"] == "prob")]
     if d.empty:  # no target_true anywhere: fall back to token accuracy
         d = df[(df["form"] == "instruction")]
@@ -63,7 +64,7 @@ def plot(df: pd.DataFrame):
 def write_extra(df: pd.DataFrame, out) -> list[str]:
     """``<out>/table_main_results.md`` (Markdown tables per protocol and form, the paper's Tab. 1 below)."""
     path = Path(out) / f"{ID}.md"
-    model = df["model"].iloc[0] if "model" in df else "?"
+    model = model_of(df, "?")
     r, m, verdict = _finding(df)
     notes = (f"Model **{model}**; {verdict} on instruction efficacy (prob): {fmt(r)} vs {fmt(m)} "
              "(paper, Qwen2.5-7B-Instruct: 86.7 vs 75.5).", "", *NOTES)

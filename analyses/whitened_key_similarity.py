@@ -8,8 +8,10 @@ import pandas as pd
 import torch
 
 import geomprobe as gp
-from geomprobe.pipeline import Workspace, main
+from geomprobe.pipeline import main
 from geomprobe.plots.spectral import VARIANTS, plot_whitened_similarity
+from geomprobe.tables import model_of
+from geomprobe.workspace import Workspace
 
 ID = "whitened_key_similarity"
 PAPER = "REP (Yan et al.) Fig. 3"
@@ -68,7 +70,7 @@ def _get(m: pd.DataFrame, variant: str, metric: str) -> float:
 
 def plot(df: pd.DataFrame):
     m = medians(df)
-    model = df["model"].iloc[0] if "model" in df else ""
+    model = model_of(df)
     perturbed = [v for v in ("paraphrase", "long-context") if v in m.index]
     drops = {v: _get(m, v, "cosine") - _get(m, v, "whitened_similarity") for v in perturbed}
     drops = {v: d for v, d in drops.items() if d == d}

@@ -35,16 +35,15 @@ def _first_per_subject(requests, n: int):
 
 def bench_editors(lm, requests, names: Sequence[str] = ("memit-merge", "rose"), n_tokens: int = 20_000) -> pd.DataFrame:
     """Edit time and peak memory per editor on the same batch (covariance cache built before timing)."""
-    import geomprobe as gp
-
+    from . import editors
     from .stats import key_covariance
 
-    cfg = gp.editors.preset_for(lm).with_(n_tokens=n_tokens)
+    cfg = editors.preset_for(lm).with_(n_tokens=n_tokens)
     key_covariance(lm, list(cfg.layers), corpus=cfg.corpus, n_tokens=cfg.n_tokens, max_len=cfg.max_len,
                    progress=False)  # C is cached statistics, not editing work: build it once up front
     rows = []
     for name in names:
-        upd = gp.editors.get(name, config=cfg).compute(lm, requests)
+        upd = editors.get(name, config=cfg).compute(lm, requests)
         rows.append({"editor": name, "seconds": upd.seconds, "peak_memory_mb": upd.peak_memory_mb,
                      "value_seconds": upd.value.seconds, "steps_run": upd.value.steps_run,
                      "n_requests": len(requests), "n_columns": len(upd.columns)})
@@ -53,14 +52,15 @@ def bench_editors(lm, requests, names: Sequence[str] = ("memit-merge", "rose"), 
 
 def bench_tolerance(lm, requests, n_subjects: int = 10, trials: int = 10, editor: str = "memit") -> pd.DataFrame:
     """Reference vs fast tolerance radius on one request per subject, same noise directions."""
-    import geomprobe as gp
+    from . import editors
+    from .probes.tolerance import tolerance_radius
 
     reqs = _first_per_subject(requests, n_subjects)
-    upd = gp.editors.get(editor, config=gp.editors.preset_for(lm).with_(n_tokens=5_000)).compute(lm, reqs)
+    upd = editors.get(editor, config=editors.preset_for(lm).with_(n_tokens=5_000)).compute(lm, reqs)
     out = []
     for method in ("reference", "fast"):
         t0 = time.perf_counter()
-        df = gp.probes.tolerance_radius(lm, upd, trials=trials, method=method)
+        df = tolerance_radius(lm, upd, trials=trials, method=method)
         df["total_seconds"] = time.perf_counter() - t0
         out.append(df)
     return pd.concat(out, ignore_index=True)
@@ -68,13 +68,14 @@ def bench_tolerance(lm, requests, n_subjects: int = 10, trials: int = 10, editor
 
 def run_bench(model: str = "smollm2-135m", requests: str = "same-subject", only: Sequence[str] = SECTIONS,
               out: Path | None = None, device: str | None = None, n_subjects: int = 10) -> dict[str, Any]:
-    import geomprobe as gp
-
+    from . import editors
+    from .data import load_requests
+    from .models import load_model
     from .stats import bench_covariance
 
-    lm = gp.load_model(model, device=device)
-    reqs = gp.load_requests(requests)
-    layers = list(gp.editors.preset_for(lm).layers)
+    lm = load_model(model, device=device)
+    reqs = load_requests(requests)
+    layers = list(editors.preset_for(lm).layers)
     report: dict[str, Any] = {"model": lm.name, "device": str(lm.input_device), "dtype": str(lm.dtype)}
     if "covariance" in only:
         c = bench_covariance(lm, layers, n_tokens=4_000, max_len=128)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
 from .errors import GeomprobeError
+from .progress import is_quiet, set_quiet
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
 
@@ -29,6 +33,52 @@ def _models(args: argparse.Namespace) -> int:
         path = TOY_DIR / name
         size = f"{dir_size(path) / 1e6:.1f} MB on disk" if path.is_dir() else "~98 MB GGUF, ~540 MB cached fp32"
         print(f"{name:14s} {b.architecture}\n{'':14s} {b.origin}; {size}")
+    return 0
+
+
+@command("relations")
+def _relations(args: argparse.Namespace) -> int:
+    from .data.forms import builtin_templates
+
+    def one(pool, form):
+        return next((t for f, t in pool.train if f == form), None)
+
+    print("Relations with built-in template pools ({} = the subject).  A request's relation must be one of these, "
+          "or its request file brings its own pools under \"templates\".\n")
+    for rel, pool in builtin_templates().items():
+        counts = {f: sum(1 for g, _ in pool.train if g == f) for f in ("declarative", "question", "instruction")}
+        print(f"{rel}: {len(pool.train)} train templates ({counts['declarative']} declarative, {counts['question']} "
+              f"question, {counts['instruction']} instruction), {len(pool.eval_questions)} held-out eval questions")
+        print(f"  declarative:  {pool.declarative}")
+        for form in ("question", "instruction"):
+            ex = one(pool, form) or (pool.eval_questions[0] if form == "question" and pool.eval_questions else None)
+            if ex:
+                print(f"  {form + ':':13s} {ex}")
+    return 0
+
+
+@command("editors")
+def _editors(args: argparse.Namespace) -> int:
+    from .editors import EDITORS, PRESETS
+    from .editors.options import REVIVE_TEXT, describe_editor, editor_options
+
+    preset = PRESETS.get(args.model) if args.model else None
+    if args.model and preset is None:
+        raise GeomprobeError(f"no preset named {args.model!r}; presets: {', '.join(PRESETS)} (any other model: "
+                             "layers at 15-30% depth with the defaults)")
+    print("Editors (--editor NAME, --editors a,b,c):")
+    for name in EDITORS:
+        print(f"  {name:12s} {describe_editor(name)}")
+    print(f"  {REVIVE_TEXT}")
+    where = f"{args.model} preset" if preset else "default (a model's preset may change it)"
+    print("\nOptions (--set KEY=VALUE, repeatable; value_* are value optimisation settings):")
+    print(f"  {'key':22s} {'type':6s} {where}")
+    for key, opt in editor_options().items():
+        shown = opt.default_text
+        if preset is not None:
+            v = getattr(preset.value, key[6:]) if key.startswith("value_") else getattr(preset, key)
+            shown = ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
+        print(f"  {key:22s} {opt.type_name:6s} {shown:14s} {opt.doc}")
     return 0
 
 
@@ -54,32 +104,19 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _layers(text: str | None) -> tuple[int, ...] | None:
-    if not text:
-        return None
-    try:
-        if "-" in text and "," not in text:
-            lo, hi = text.split("-")
-            return tuple(range(int(lo), int(hi) + 1))
-        return tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise GeomprobeError(f"--layers {text!r} is not a list like 4,5,6 or a range like 4-8") from None
-
-
 @command("edit")
 def _edit(args: argparse.Namespace) -> int:
-    import geomprobe as gp
-    from .evaluate import evaluate, reference_predictions, summarize, to_markdown  # noqa: F811
+    from . import editors
+    from .data import load_requests
+    from .evaluate import evaluate, reference_predictions, summarize, to_markdown
+    from .models import load_model
 
-    lm = gp.load_model(args.model, dtype=args.dtype, device=args.device)
-    requests = gp.load_requests(args.requests)
+    requests = load_requests(args.requests)
     if args.limit:
         requests = requests[: args.limit]
-    overrides = {}
-    if args.layers:
-        overrides["layers"] = _layers(args.layers)
-    editor = gp.editors.get(args.editor, **overrides)
-    forms = tuple(args.forms.split(","))
+    editor = editors.get(args.editor, **args.overrides)
+    forms = args.form_list
+    lm = load_model(args.model, dtype=args.dtype, device=args.device)
     weights = {l: lm.rewrite_module(l).weight.detach().clone() for l in range(lm.n_layers)}
     ref = reference_predictions(lm, requests)
     before = evaluate(lm, requests, forms=forms, reference=ref)
@@ -119,12 +156,12 @@ def _edit(args: argparse.Namespace) -> int:
 
 @command("stats")
 def _stats(args: argparse.Namespace) -> int:
-    import geomprobe as gp
     from .editors.presets import preset_for
+    from .models import load_model
     from .stats import key_covariance
 
-    lm = gp.load_model(args.model, dtype=args.dtype, device=args.device)
-    layers = _layers(args.layers) or preset_for(lm).layers
+    lm = load_model(args.model, dtype=args.dtype, device=args.device)
+    layers = args.layer_tuple or preset_for(lm).layers
     stats = key_covariance(lm, list(layers), corpus=args.corpus, n_tokens=args.n_tokens, max_len=args.max_len,
                            progress=True)
     from .linalg import condition_number, effective_rank
@@ -139,10 +176,7 @@ def _stats(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from .bench import SECTIONS, run_bench
 
-    only = tuple(args.only.split(",")) if args.only else SECTIONS
-    bad = [o for o in only if o not in SECTIONS]
-    if bad:
-        raise GeomprobeError(f"unknown bench section {bad[0]!r}; use {', '.join(SECTIONS)}")
+    only = tuple(o.strip() for o in args.only.split(",")) if args.only else SECTIONS
     run_bench(model=args.model, requests=args.requests, only=only, out=Path(args.out) if args.out else None,
               device=args.device, n_subjects=args.subjects)
     return 0
@@ -154,41 +188,17 @@ def _figures(args: argparse.Namespace) -> int:
 
     run_figures(model=args.model, requests=args.requests, only=args.only, out=args.out, quick=args.quick,
                 replot=args.replot, device=args.device, dtype=args.dtype, analyses=args.analyses, full=args.full,
-                cache=not args.no_cache)
+                cache=not args.no_cache, **({"log": _log} if is_quiet() else {}))
     return 0
-
-
-def _overrides(items: Sequence[str] | None, layers: str | None) -> dict:
-    """``--set KEY=VALUE`` editor options (numbers parsed; ``a,b`` → tuple) plus ``--layers``."""
-    out: dict = {}
-    for item in items or ():
-        key, sep, text = item.partition("=")
-        if not sep or not key.strip():
-            raise GeomprobeError(f"--set {item!r} is not KEY=VALUE (e.g. --set value_clamp=2 or --set lam=50)")
-
-        def num(t: str):
-            for cast in (int, float):
-                try:
-                    return cast(t)
-                except ValueError:
-                    pass
-            return t
-
-        out[key.strip()] = tuple(num(t) for t in text.split(",")) if "," in text else num(text.strip())
-    if layers:
-        out["layers"] = _layers(layers)
-    return out
 
 
 @command("diagnose")
 def _diagnose(args: argparse.Namespace) -> int:
-    from .report.diagnose import check_editors, diagnose
+    from .report.diagnose import diagnose
     from .report.render import summary_diagnose
 
-    check_editors([args.editor])
-    report = diagnose(args.model, args.requests, editor=args.editor, out=args.out,
-                      overrides=_overrides(args.set, args.layers), trials=args.trials, device=args.device,
-                      dtype=args.dtype, log=lambda s: print(s, file=sys.stderr))
+    report = diagnose(args.model, args.requests, editor=args.editor, out=args.out, overrides=args.overrides,
+                      trials=args.trials, device=args.device, dtype=args.dtype, log=_log)
     print("\n".join(summary_diagnose(report)))
     return 0
 
@@ -196,91 +206,239 @@ def _diagnose(args: argparse.Namespace) -> int:
 @command("compare")
 def _compare(args: argparse.Namespace) -> int:
     from .report.compare import compare
-    from .report.diagnose import check_editors
     from .report.render import summary_compare
 
-    editors = check_editors(args.editors.split(","))
-    report = compare(args.model, args.requests, editors=editors, out=args.out,
-                     overrides=_overrides(args.set, args.layers), trials=args.trials, device=args.device,
-                     dtype=args.dtype, log=lambda s: print(s, file=sys.stderr))
+    report = compare(args.model, args.requests, editors=args.editor_list, out=args.out, overrides=args.overrides,
+                     trials=args.trials, device=args.device, dtype=args.dtype, log=_log)
     print("\n".join(summary_compare(report)))
     return 0
 
 
+def _log(message: str) -> None:
+    """Status lines of the long commands: stderr, silent under ``--quiet``."""
+    if not is_quiet():
+        print(message, file=sys.stderr, flush=True)
+
+
+MODEL_HELP = ("built-in name (toy-gpt2, toy-llama, smollm2-135m: see `geomprobe models`), a local model directory, "
+              "or a model hub id")
+REQUESTS_HELP = ("built-in set (same-subject, near-duplicates, toy) or a request file (geomprobe JSON, S2RKE, "
+                 "CounterFact, ZsRE, LoCoMo)")
+EDITOR_HELP = "editor name (see `geomprobe editors`): rome, memit, memit-merge, alphaedit, rose, ..., revive(<name>)"
+LAYERS_HELP = "edit layers, e.g. 3,4,5 or 3-7 (default: the model's preset)"
+SET_HELP = ("editor option on top of the model's preset, repeatable: KEY=VALUE with KEY a field listed by "
+            "`geomprobe editors` (e.g. value_clamp=2, lam=50, value_steps=40)")
+DEVICE_HELP = "cpu, cuda, cuda:1... (default: CUDA when available, else CPU)"
+DTYPE_HELP = "float32, bfloat16 or float16 (default: float32 on CPU, the checkpoint's dtype on CUDA)"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``geomprobe edit: error: ... (see `geomprobe edit --help`)``, exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after every option's help, except where the help already says it or there is none."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return text + " (default: %(default)s)"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="geomprobe", description="Geometric diagnostics of knowledge editing in LLMs.")
-    sub = p.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("models", help="list the built-in models, their sizes and where they come from")
-    t = sub.add_parser("toy", help="toy worlds: `geomprobe toy train` retrains the shipped toy models")
-    t.add_argument("action", choices=["train"])
-    t.add_argument("--kind", choices=["gpt2", "llama", "all"], default="all")
-    t.add_argument("--seed", type=int, default=0)
+    fmt = {"formatter_class": _HelpFormatter}
+    common = _Parser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="no progress bars or status lines (also: GEOMPROBE_QUIET=1)")
+    p = _Parser(prog="geomprobe", description="Geometric diagnostics of knowledge editing in LLMs.",
+                                epilog="`geomprobe COMMAND --help` for a command's options.", **fmt)
+    p.add_argument("-q", "--quiet", action="store_true", default=False,
+                   help="no progress bars or status lines (also: GEOMPROBE_QUIET=1)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="global_set",
+                   help="editor option for edit/diagnose/compare, as their own --set (see `geomprobe editors`)")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str):
+        return sub.add_parser(name, help=help, description=help, parents=[common], **fmt)
+
+    add("models", "list the built-in models, their sizes and where they come from")
+    add("relations", "list the relations with built-in template pools, one example per form")
+    ed_ = add("editors", "list the editors and the editor options --set accepts, with types and defaults")
+    ed_.add_argument("--model", default=None, help="show this model's preset values instead of the defaults "
+                                                   "(a preset name, e.g. smollm2-135m; default: the defaults)")
+    t = add("toy", "toy worlds: `geomprobe toy train` retrains the shipped toy models")
+    t.add_argument("action", choices=["train"], help="what to do")
+    t.add_argument("--kind", choices=["gpt2", "llama", "all"], default="all", help="which toy model")
+    t.add_argument("--seed", type=int, default=0, help="training seed")
     t.add_argument("--out", default=None, help="directory to write toy-<kind>/ into (default: the package's own)")
-    e = sub.add_parser("edit", help="apply an editor to a request file; metrics before and after")
-    e.add_argument("--model", required=True)
-    e.add_argument("--requests", required=True, help="built-in name (same-subject, toy...) or a request file")
-    e.add_argument("--editor", default="rose")
-    e.add_argument("--layers", default=None, help="edit layers, e.g. 3,4,5 or 3-7 (default: the model's preset)")
-    e.add_argument("--forms", default="declarative,paraphrase,question,instruction")
-    e.add_argument("--limit", type=int, default=0, help="edit only the first N requests")
-    e.add_argument("--out", default=None)
-    s_ = sub.add_parser("stats", help="build (or check) the key covariance cache of the edit layers")
-    s_.add_argument("--model", required=True)
-    s_.add_argument("--layers", default=None)
+    e = add("edit", "apply an editor to a request file; metrics before and after (weights left unchanged)")
+    e.add_argument("--model", required=True, help=MODEL_HELP)
+    e.add_argument("--requests", required=True, help=REQUESTS_HELP)
+    e.add_argument("--editor", default="rose", help=EDITOR_HELP)
+    e.add_argument("--layers", default=None, help=LAYERS_HELP)
+    e.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
+    e.add_argument("--forms", default="declarative,paraphrase,question,instruction",
+                   help="comma-separated forms to evaluate (locality on neighbourhood prompts comes with them)")
+    e.add_argument("--limit", type=int, default=0, help="edit only the first N requests (default: 0 = all)")
+    e.add_argument("--out", default=None, help="folder for metrics.csv, summary.csv/.md, update.json "
+                                               "(default: print only)")
+    s_ = add("stats", "build (or check) the key covariance cache of the edit layers")
+    s_.add_argument("--model", required=True, help=MODEL_HELP)
+    s_.add_argument("--layers", default=None, help="layers, e.g. 3,4,5 or 3-7 (default: the model's preset)")
     s_.add_argument("--corpus", default="builtin", help="builtin, a .txt/.jsonl file, or a datasets name")
-    s_.add_argument("--n-tokens", type=int, default=100_000)
-    s_.add_argument("--max-len", type=int, default=128)
-    b = sub.add_parser("bench", help="performance targets as ratios measured in one run")
-    b.add_argument("--model", default="smollm2-135m")
-    b.add_argument("--requests", default="same-subject")
-    b.add_argument("--only", default=None, help="comma-separated: covariance, editors, tolerance")
-    b.add_argument("--subjects", type=int, default=10)
-    b.add_argument("--out", default=None)
-    b.add_argument("--device", default=None)
+    s_.add_argument("--n-tokens", type=int, default=100_000, help="tokens to estimate C on")
+    s_.add_argument("--max-len", type=int, default=128, help="documents are truncated to this many tokens")
+    b = add("bench", "performance targets as ratios measured in one run")
+    b.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
+    b.add_argument("--requests", default="same-subject", help=REQUESTS_HELP)
+    b.add_argument("--only", default=None, help="comma-separated: covariance, editors, tolerance (default: all)")
+    b.add_argument("--subjects", type=int, default=10, help="subjects to edit")
+    b.add_argument("--out", default=None, help="folder for the bench results (default: print only)")
+    b.add_argument("--device", default=None, help=DEVICE_HELP)
     for q in (e, s_):
-        q.add_argument("--device", default=None)
-        q.add_argument("--dtype", default=None)
-    f = sub.add_parser("figures", help="regenerate the figure catalogue (analyses/<id>.py -> figures/<id>.*)")
-    f.add_argument("--model", default="smollm2-135m")
-    f.add_argument("--requests", default=None, help="built-in name or request file (default: same-subject; toy "
-                                                    "for toy models)")
-    f.add_argument("--only", default=None, help="comma-separated figure ids")
-    f.add_argument("--out", default="figures")
+        q.add_argument("--device", default=None, help=DEVICE_HELP)
+        q.add_argument("--dtype", default=None, help=DTYPE_HELP)
+    f = add("figures", "regenerate the figure catalogue (analyses/<id>.py -> figures/<id>.*)")
+    f.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
+    f.add_argument("--requests", default=None, help=REQUESTS_HELP + " (default: same-subject; toy for toy models)")
+    f.add_argument("--only", default=None, help="comma-separated figure ids (default: all)")
+    f.add_argument("--out", default="figures", help="output folder")
     f.add_argument("--quick", action="store_true", help="toy world, few requests: the whole catalogue in minutes")
     f.add_argument("--full", action="store_true", help="the catalogue's own sizes (40 sequential edits, M = 2..10, "
                                                        "REVIVE on RoSE too): for a GPU")
     f.add_argument("--no-cache", action="store_true", help="re-optimise values even when cached on disk")
     f.add_argument("--replot", action="store_true", help="redraw from the CSVs in --out without loading a model")
     f.add_argument("--analyses", default=None, help="folder of analysis scripts (default: the checkout's analyses/)")
-    f.add_argument("--device", default=None)
-    f.add_argument("--dtype", default=None)
-    dg = sub.add_parser("diagnose", help="why an edit fails: ρ, Δ, amplification, conflict, key cosines and a "
-                                         "verdict per request and form -> report.html/.md/.json")
-    dg.add_argument("--editor", default="memit")
-    cp = sub.add_parser("compare", help="the same requests through several editors, side by side -> "
-                                        "report.html/.md/.json")
-    cp.add_argument("--editors", default="memit,memit-merge,alphaedit,rose", help="comma-separated editor names")
+    f.add_argument("--device", default=None, help=DEVICE_HELP)
+    f.add_argument("--dtype", default=None, help=DTYPE_HELP)
+    dg = add("diagnose", "why an edit fails: ρ, Δ, amplification, conflict, key cosines and a verdict per request "
+                         "and form -> report.html/.md/.json")
+    dg.add_argument("--editor", default="memit", help=EDITOR_HELP)
+    cp = add("compare", "the same requests through several editors, side by side -> report.html/.md/.json")
+    cp.add_argument("--editors", default="memit,memit-merge,alphaedit,rose",
+                    help="comma-separated editor names (see `geomprobe editors`)")
     for q, default_out in ((dg, "geomprobe-diagnose"), (cp, "geomprobe-compare")):
-        q.add_argument("--model", required=True)
-        q.add_argument("--requests", required=True, help="built-in name (same-subject, toy...) or a request file")
-        q.add_argument("--out", default=default_out, help=f"report folder (default: ./{default_out})")
-        q.add_argument("--layers", default=None, help="edit layers, e.g. 3,4,5 or 3-7 (default: the model's preset)")
-        q.add_argument("--set", action="append", metavar="KEY=VALUE",
-                       help="editor option on top of the preset, repeatable (value_clamp=2, lam=50, value_steps=40)")
+        q.add_argument("--model", required=True, help=MODEL_HELP)
+        q.add_argument("--requests", required=True, help=REQUESTS_HELP)
+        q.add_argument("--out", default=default_out, help="report folder")
+        q.add_argument("--layers", default=None, help=LAYERS_HELP)
+        q.add_argument("--set", action="append", metavar="KEY=VALUE", help=SET_HELP)
         q.add_argument("--trials", type=int, default=10, help="noise draws per radius of the tolerance probe")
-        q.add_argument("--device", default=None)
-        q.add_argument("--dtype", default=None)
-    d = sub.add_parser("demo", help="end-to-end key-geometry demo: model -> requests -> keys -> table + figure")
-    d.add_argument("--model", default="smollm2-135m")
-    d.add_argument("--requests", default="same-subject")
-    d.add_argument("--out", default="figures")
+        q.add_argument("--device", default=None, help=DEVICE_HELP)
+        q.add_argument("--dtype", default=None, help=DTYPE_HELP)
+    d = add("demo", "end-to-end key-geometry demo: model -> requests -> keys -> table + figure")
+    d.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
+    d.add_argument("--requests", default="same-subject", help=REQUESTS_HELP)
+    d.add_argument("--out", default="figures", help="output folder")
     return p
 
 
+def _prepare(args: argparse.Namespace) -> None:
+    """Every check that needs no model, before any model loads: model name, request file, editor names,
+    ``--layers``, ``--set``, forms, counts, dtype and device.  Parsed values land on ``args``."""
+    from .editors.options import check_editors, check_model, check_requests, parse_layers, parse_overrides
+
+    cmd = args.cmd
+    if getattr(args, "model", None) and cmd != "editors" and not getattr(args, "replot", False):
+        check_model(args.model)
+    if getattr(args, "requests", None):
+        check_requests(args.requests)
+    if cmd in ("edit", "diagnose"):
+        args.editor = check_editors([args.editor])[0]
+    if cmd == "compare":
+        args.editor_list = check_editors(args.editors)
+    if hasattr(args, "layers"):
+        args.layer_tuple = parse_layers(args.layers)
+    if args.global_set:
+        if not hasattr(args, "set"):
+            raise GeomprobeError(f"--set is an editor option; `geomprobe {cmd}` takes none (use it with edit, "
+                                 "diagnose or compare)")
+        args.set = list(args.global_set) + list(args.set or ())
+    if hasattr(args, "set"):
+        args.overrides = parse_overrides(args.set, args.layers)
+    if hasattr(args, "forms"):
+        from .evaluate import FORMS
+
+        args.form_list = tuple(f.strip() for f in args.forms.split(",") if f.strip())
+        bad = [f for f in args.form_list if f not in FORMS] or ([] if args.form_list else [""])
+        if bad:
+            raise GeomprobeError(f"--forms {args.forms!r}: unknown form {bad[0]!r}; use a comma-separated subset of "
+                                 f"{', '.join(FORMS)}")
+    for name, low in (("limit", 0), ("trials", 1), ("n_tokens", 1), ("max_len", 1), ("subjects", 1)):
+        v = getattr(args, name, None)
+        if v is not None and v < low:
+            raise GeomprobeError(f"--{name.replace('_', '-')} {v}: must be at least {low}")
+    if cmd == "bench" and args.only:
+        from .bench import SECTIONS
+
+        bad = [o.strip() for o in args.only.split(",") if o.strip() not in SECTIONS]
+        if bad:
+            raise GeomprobeError(f"unknown bench section {bad[0]!r}; use {', '.join(SECTIONS)}")
+    if getattr(args, "dtype", None) or getattr(args, "device", None):
+        from .models.load import _dtype, _resolve_device
+
+        if getattr(args, "dtype", None):
+            _dtype(args.dtype)
+        if getattr(args, "device", None):
+            try:
+                _resolve_device(args.device)
+            except RuntimeError:
+                raise GeomprobeError(f"--device {args.device!r} is not a device; use cpu, cuda or cuda:N") from None
+
+
+class _DropDeprecations(logging.Filter):
+    """Third-party deprecation chatter (transformers' ``past_key_values`` ... deprecated) that a user cannot act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not ("deprecated" in msg or "past_key_values" in msg or "will be removed" in msg)
+
+
+_HF_LOGGERS = ("transformers", "transformers.utils.generic", "transformers.modeling_utils",
+               "transformers.generation.utils", "transformers.configuration_utils",
+               "transformers.tokenization_utils_base", "transformers.modeling_attn_mask_utils")
+
+
+def _quiet_third_party() -> Callable[[], None]:
+    """Filter third-party deprecation warnings for this CLI run; returns the function that undoes it."""
+    catcher = warnings.catch_warnings()
+    catcher.__enter__()
+    for cat in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=cat, module=r"(transformers|torch|huggingface_hub|accelerate"
+                                                               r"|tokenizers|safetensors)(\..*)?$")
+    warnings.filterwarnings("ignore", message=r".*past_key_values.*")
+    flt = _DropDeprecations()
+    loggers = [logging.getLogger(n) for n in _HF_LOGGERS]
+    for lg in loggers:
+        lg.addFilter(flt)
+
+    def undo() -> None:
+        for lg in loggers:
+            lg.removeFilter(flt)
+        catcher.__exit__(None, None, None)
+
+    return undo
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)  # bad syntax: one line on stderr (see _Parser.error)
+    except SystemExit as e:
+        if e.code in (0, None):  # --help
+            raise
+        return int(e.code) if isinstance(e.code, int) else 2
+    previous = set_quiet(True) if args.quiet else None
+    undo = _quiet_third_party()
     t0 = time.perf_counter()
     try:
+        try:
+            _prepare(args)
+        except (ValueError, TypeError) as e:  # anything the checks above did not word themselves
+            raise GeomprobeError(f"invalid option: {e}") from None
         code = COMMANDS[args.cmd](args)
     except GeomprobeError as e:
         print(f"geomprobe: error: {e}", file=sys.stderr)
@@ -288,7 +446,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("geomprobe: interrupted", file=sys.stderr)
         return 130
-    if args.cmd not in ("models",):
+    except BrokenPipeError:  # `geomprobe relations | head`
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keep the interpreter's final flush quiet
+        return 0
+    finally:
+        undo()
+        if args.quiet:
+            set_quiet(previous)
+    if args.cmd not in ("models", "relations", "editors") and not args.quiet and not is_quiet():
         print(f"[{args.cmd} done in {time.perf_counter() - t0:.1f} s]", file=sys.stderr)
     return code
 

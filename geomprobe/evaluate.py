@@ -66,11 +66,11 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from .data.forms import RelationTemplates, Rendered, builtin_templates, eval_prompts
+from .data.forms import RelationTemplates, Rendered, eval_prompts, relation_templates
 from .data.requests import EditRequest, Query
 from .errors import GeomprobeError
 from .positions import Batch, tokenize
-from .scoring import with_targets
+from .scoring import token_logprobs, with_targets
 
 #: Forms evaluated by default, in table order.
 FORMS: tuple[str, ...] = ("declarative", "paraphrase", "question", "instruction")
@@ -244,7 +244,7 @@ def neighborhood_prompts(request: EditRequest, form: str, tokenizer: Any = None,
         return [_plain(t, "declarative") for t in raw]
     if form not in ("question", "instruction"):
         raise GeomprobeError(f"neighbourhood prompts have no form {form!r}; use declarative, question or instruction")
-    pool = (templates if templates is not None else builtin_templates()).get(request.relation)
+    pool = (templates if templates is not None else relation_templates()).get(request.relation)
     patterns = [request.prompt]
     if pool is not None:
         patterns += [pool.declarative, *(t for f, t in pool.train if f == "declarative")]
@@ -298,9 +298,12 @@ def evaluate(lm: Any, requests: Sequence[EditRequest], forms: Sequence[str] = FO
     if reference is not None:
         _check_reference(lm, reference, requests)
     rows: list[dict[str, Any]] = []
-    with torch.no_grad():
+    from .progress import progress as _progress
+    passes = 1 + (reference is not None)
+    with torch.no_grad(), _progress(passes, f"evaluation ({len(requests)} requests)", "pass") as bar:
         rows += _rewrite_rows(lm, requests, forms, protocols, generation, max_new_tokens, batch_size, templates,
                               length_normalized)
+        bar.update()
         if reference is None:
             if any(r.neighborhood or any(q.form == "neighborhood" for q in r.queries) for r in requests):
                 warnings.warn("locality skipped: pass reference=reference_predictions(lm, requests) computed on the "
@@ -308,6 +311,7 @@ def evaluate(lm: Any, requests: Sequence[EditRequest], forms: Sequence[str] = FO
         else:
             rows += _locality_rows(lm, requests, forms, reference, protocols, generation, max_new_tokens, batch_size,
                                    length_normalized)
+            bar.update()
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     return df.astype({"prompt_idx": int, "value": float, "n_prompts": int, "request": int})
 
@@ -553,7 +557,7 @@ def _score(lm: Any, prompts: list[Rendered], targets: list[str], batch_size: int
         picked = logits[mask].float()  # (n_target_tokens, vocab): only scored positions are normalised
         gold = labels[mask]
         row = mask.nonzero()[:, 0]
-        lp = torch.log_softmax(picked, -1).gather(-1, gold[:, None])[:, 0]
+        lp = token_logprobs(picked, gold)
         hit = (picked.argmax(-1) == gold).float()
         lp_row = torch.zeros(len(chunk), device=lp.device).index_add_(0, row, lp)
         hit_row = torch.zeros(len(chunk), device=lp.device).index_add_(0, row, hit)

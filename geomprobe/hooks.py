@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 
 class StopForward(Exception):
-    """Raised inside a hook to end a forward pass early; swallowed by :func:`stop_after`."""
+    """Raised inside a hook to end a forward pass early; swallowed by :func:`read` (``stop=True``) and
+    :func:`stop_after`."""
 
 
 def _first(output: Any) -> torch.Tensor:
@@ -56,7 +57,7 @@ class Reads(dict):
 
 @contextmanager
 def read(lm: "LM", layers: Sequence[int], kinds: Sequence[str] = ("key",), positions: torch.Tensor | None = None,
-         detach: bool = True) -> Iterator[Reads]:
+         detach: bool = True, stop: bool = False) -> Iterator[Reads]:
     """Record keys (rewrite-module input), values (its output) and/or residuals (block output).
 
     Args:
@@ -64,6 +65,9 @@ def read(lm: "LM", layers: Sequence[int], kinds: Sequence[str] = ("key",), posit
         kinds: any of ``"key"``, ``"value"``, ``"resid"``.
         positions: (batch,) token index per row to keep; full sequences when None.
         detach: detach the recorded tensors from the graph.
+        stop: end the forward right after the last block read (``max(layers)``): the rest of the network
+            does not run, the forward call inside the body returns nothing (it raises
+            :class:`StopForward`, which this context swallows), so read the results after the block.
     """
     reads = Reads({k: {} for k in kinds})
     bad = set(kinds) - {"key", "value", "resid"}
@@ -76,6 +80,7 @@ def read(lm: "LM", layers: Sequence[int], kinds: Sequence[str] = ("key",), posit
             t = t[rows, pos]
         return t.detach() if detach else t
 
+    layers = list(layers)
     with ExitStack() as stack:
         for layer in layers:
             if "key" in kinds or "value" in kinds:
@@ -89,7 +94,18 @@ def read(lm: "LM", layers: Sequence[int], kinds: Sequence[str] = ("key",), posit
                 def on_block(mod, inp, out, layer=layer):
                     reads["resid"][layer] = keep(_first(out))
                 _hook(stack, lm.layer_module(layer), on_block)
-        yield reads
+        if stop and layers:  # registered last: runs after this block's reads
+            _hook(stack, lm.layer_module(max(layers)), _raise_stop)
+            try:
+                yield reads
+            except StopForward:
+                pass
+        else:
+            yield reads
+
+
+def _raise_stop(mod: nn.Module, inp: Any, out: Any) -> None:
+    raise StopForward
 
 
 @contextmanager
@@ -132,14 +148,11 @@ def override_value(lm: "LM", layer: int, positions: torch.Tensor, values: torch.
 def stop_after(lm: "LM", layer: int) -> Iterator[None]:
     """End the forward right after block ``layer`` (the rest of the network does not run).
 
-    Combine with :func:`read` to take keys at early layers cheaply; the forward call inside the body
-    raises :class:`StopForward`, which this context swallows.
+    To read and stop after the last layer read, use ``read(..., stop=True)``; the forward call inside the
+    body raises :class:`StopForward`, which this context swallows.
     """
-    def on_block(mod, inp, out):
-        raise StopForward
-
     with ExitStack() as stack:
-        _hook(stack, lm.layer_module(layer), on_block)
+        _hook(stack, lm.layer_module(layer), _raise_stop)
         try:
             yield
         except StopForward:

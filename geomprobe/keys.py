@@ -8,7 +8,7 @@ import torch
 
 from .data.forms import Rendered
 from .errors import GeomprobeError
-from .hooks import read, stop_after
+from .hooks import read
 from .models.load import LM
 from .positions import render_pairs, tokenize
 
@@ -40,8 +40,7 @@ def keys(lm: LM, prompts: Sequence[str | Rendered], subjects: Sequence[str] | No
     out = []
     for i in range(0, len(rendered), batch_size):
         batch = tokenize(lm.tokenizer, rendered[i:i + batch_size], padding_side=padding_side)
-        with torch.no_grad(), read(lm, layers, ("key",), positions=batch.subject_last) as reads, \
-                stop_after(lm, max(layers)):
+        with torch.no_grad(), read(lm, layers, ("key",), positions=batch.subject_last, stop=True) as reads:
             lm.forward(batch)
         out.append(torch.stack([reads["key"][l].float().cpu() for l in layers], dim=1))
     return torch.cat(out)

@@ -63,6 +63,26 @@ def with_targets(tokenizer: Any, prompts: Sequence[Rendered], targets: Sequence[
     return TargetBatch(batch, labels, n_target)
 
 
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced log-probability of each label token: the one implementation every scorer uses
+    (:func:`target_logprob`, value optimisation, :mod:`geomprobe.evaluate`).
+
+    The softmax is taken in float32 over the last axis; positions whose label is ``-100`` get 0.
+    Keeps the autograd graph (value optimisation differentiates through it).
+
+    Args:
+        logits: (..., vocab), any float dtype — e.g. (batch, seq, vocab), or (n, vocab) for the
+            scored positions only.
+        labels: (...) token ids as in :class:`TargetBatch` (``-100`` = not scored), on ``logits``' device.
+
+    Returns:
+        (...) float32 log-probabilities.
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    mask = labels != -100
+    return logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+
+
 def target_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Sum of log-probabilities of the target tokens, per row.
 
@@ -73,10 +93,7 @@ def target_logprob(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     Returns:
         (batch,) float32.
     """
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    mask = labels != -100
-    picked = logp.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * mask).sum(-1)
+    return token_logprobs(logits, labels).sum(-1)
 
 
 def token_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

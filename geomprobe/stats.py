@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 import torch
 
 from .errors import CacheMismatchError, GeomprobeError
-from .hooks import read, stop_after
+from .hooks import read
 from .positions import Batch, tokenize
 
 if TYPE_CHECKING:
@@ -471,22 +471,20 @@ def _on_batch(step: int, acc: _Acc) -> None:
 
 
 def _forward_keys(lm: "LM", layers: Sequence[int], batch: Batch, stop: bool = True) -> dict[int, torch.Tensor]:
-    with torch.no_grad(), read(lm, layers, ("key",)) as reads:
-        if stop:
-            with stop_after(lm, max(layers)):
-                lm.forward(batch)
-        else:
-            lm.forward(batch)
+    with torch.no_grad(), read(lm, layers, ("key",), stop=stop) as reads:
+        lm.forward(batch)
     return reads["key"]
 
 
 def _run(lm: "LM", layers: Sequence[int], corpus: Corpus, n_tokens: int, max_len: int, batch_size: int,
          acc: _Acc, progress: bool, checkpoint: Any = None, checkpoint_every: int = 0) -> bool:
     """Accumulate from ``acc.docs`` until ``n_tokens``; returns True when the corpus ended first."""
-    from tqdm.auto import tqdm
+    from .progress import progress as _progress
 
-    bar = tqdm(total=n_tokens, initial=acc.tokens, unit="tok", desc=f"key stats L{list(layers)}",
-               disable=not progress, dynamic_ncols=True)
+    bar = _progress(n_tokens, f"key covariance L{list(layers)}", "tok", initial=acc.tokens, lines=True,
+                    enabled=progress and acc.tokens < n_tokens,
+                    announce=f"building key covariance for layers {list(layers)} on {n_tokens:,} tokens "
+                             "(first run only; cached afterwards)")
     exhausted = True
     step = 0
     try:

@@ -125,3 +125,85 @@ def test_length_sorted_micro_batches_change_nothing(toy, toy_requests, mode):
     small = optimize_values(toy, toy_requests, 1, mode, replace(cfg, micro_batch=3))  # sorted, trimmed chunks
     assert float((whole.delta - small.delta).norm() / whole.delta.norm()) < 1e-4  # float32 rounding only
     assert whole.losses == pytest.approx(small.losses, rel=1e-4)
+
+
+def test_mis_shaped_updates_and_value_results_are_refused():
+    from geomprobe.editors import EditUpdate, ValueResult
+    from geomprobe.data.requests import EditRequest
+
+    d, m, n, layer = 6, 10, 2, 1
+    req = EditRequest("france", "capital", "the capital of {} is", "rome", "paris")
+    h = torch.zeros(d, n)
+
+    def value(**kw):
+        args = dict(layer=layer, groups=("a", "b"), members=((0,), (1,)), h=h, delta=torch.zeros(d, n), losses=(0.0,),
+                    relation_grads={}, steps_run=1, seconds=0.0)
+        return ValueResult(**{**args, **kw})
+
+    def update(**kw):
+        args = dict(editor="x", layers=(layer,), deltas={layer: torch.zeros(d, m)}, keys={layer: torch.zeros(m, n)},
+                    resids={layer: torch.zeros(d, n)}, z=h, h=h, columns=("a", "b"), requests=(req, req))
+        return EditUpdate(**{**args, **kw})
+
+    value(), update()  # well-shaped ones pass
+    bad_values = [dict(members=((0,),)), dict(delta=torch.zeros(d, n + 1)), dict(h=torch.zeros(d + 1, n)),
+                  dict(h=torch.zeros(d))]
+    for kw in bad_values:
+        with pytest.raises(GeomprobeError, match="ValueResult") as e:
+            value(**kw)
+        assert "\n" not in str(e.value)
+    bad_updates = [dict(keys={layer: torch.zeros(m, n + 1)}), dict(resids={layer: torch.zeros(d + 1, n)}),
+                   dict(z=torch.zeros(d, n + 1)), dict(h=torch.zeros(d + 1, n)), dict(columns=("a",)),
+                   dict(deltas={layer: torch.zeros(d, m + 1)}), dict(keys={})]
+    for kw in bad_updates:
+        with pytest.raises(GeomprobeError, match="EditUpdate") as e:
+            update(**kw)
+        assert "\n" not in str(e.value)
+
+
+def test_editor_config_round_trips_through_hparams(toy, toy_requests):
+    cfg = _cfg(toy).with_(value_steps=2, lam=3.0, alpha=0.5, projection_mode="relative")
+    assert EditorConfig.from_dict(cfg.as_dict()) == cfg
+    upd = gp.editors.get("memit", config=cfg).compute(toy, toy_requests[:1])
+    assert upd.editor_config() == cfg
+    with pytest.raises(GeomprobeError, match="unknown"):
+        EditorConfig.from_dict({**cfg.as_dict(), "lamda": 1.0})
+    with pytest.raises(GeomprobeError, match="unknown editor option"):
+        gp.editors.get("memit", value_stpes=3)
+
+
+def test_update_rule_registry_is_what_editors_and_counterfactuals_solve_with(toy):
+    from geomprobe.editors import EDITORS, RULES, UPDATE_RULES, rules
+    from geomprobe.probes.deviation import counterfactual_delta
+
+    assert set(RULES) == set(UPDATE_RULES) and {rule for _, rule in EDITORS.values()} <= set(RULES)
+    g = torch.Generator().manual_seed(0)
+    R, K = torch.randn(8, 3, generator=g), torch.randn(12, 3, generator=g)
+    Q, _ = torch.linalg.qr(torch.randn(12, 12, generator=g))
+    C = Q @ torch.diag(torch.tensor([1.0] * 8 + [1e-4] * 4)) @ Q.T  # positive definite, 4 near-null directions
+    cfg = EditorConfig(layers=(0,), lam=2.0, alpha=0.7)
+    for rule in ("covariance", "identity", "projection"):
+        assert torch.equal(counterfactual_delta(rule, R, K, cfg, C), rules.solve(rule, R, K, cfg, C))
+    assert torch.equal(rules.solve("covariance", R, K, cfg, C), gp.linalg.memit_delta(R, K, C, 2.0))
+    W = torch.randn(8, 12, generator=g)
+    v = W @ K[:, 0] + R[:, 0]
+    assert torch.equal(rules.solve("rank-one", R[:, :1], K[:, :1], cfg, C, W=W),
+                       gp.linalg.rome_delta(v, K[:, 0], W, C))
+    with pytest.raises(GeomprobeError, match="unknown update rule"):
+        rules.solve("ridge", R, K, cfg, C)
+    with pytest.raises(GeomprobeError, match="covariance"):
+        rules.solve("covariance", R, K, cfg)
+
+
+def test_presets_follow_the_model_not_its_folder_name(toy, tmp_path, tiny_dirs):
+    import shutil
+
+    from geomprobe.editors.presets import PRESETS, preset_for, preset_key
+
+    assert preset_key(toy) == "toy-llama" and preset_for(toy) == PRESETS["toy-llama"]
+    copy = shutil.copytree(gp.models.builtin.TOY_DIR / "toy-llama", tmp_path / "my-own-copy")
+    lm = gp.load_model(str(copy), device="cpu")
+    assert preset_key(lm) == "toy-llama" and preset_for(lm) == PRESETS["toy-llama"]
+    impostor = shutil.copytree(tiny_dirs["llama"], tmp_path / "smollm2-135m")
+    other = gp.load_model(str(impostor), device="cpu")
+    assert preset_key(other) is None and preset_for(other) not in PRESETS.values()

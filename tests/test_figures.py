@@ -2,11 +2,12 @@
 
 import json
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
 from geomprobe.cli import main
-from geomprobe.pipeline import CATALOGUE, analyses_dir, load_analysis, select
+from geomprobe.pipeline import CATALOGUE, SMOKE, analyses_dir, figure, load_analysis, select
 
 
 @pytest.fixture(scope="module")
@@ -41,12 +42,18 @@ def test_quick_run_writes_png_pdf_and_csv_for_every_id(quick_run):
 
 
 def test_replot_redraws_from_csvs_alone(quick_run, monkeypatch):
-    import geomprobe.models.load as load
+    import geomprobe.models
+    import geomprobe.models.load
+    from geomprobe.workspace import Workspace
 
     def no_model(*a, **k):
         raise AssertionError("--replot must not load a model")
 
-    monkeypatch.setattr(load, "load_model", no_model)
+    # what the code calls: Workspace.lm does `from .models import load_model` (the package's name), so patch
+    # that name, the loader module's, and the workspace's lm itself
+    monkeypatch.setattr(geomprobe.models, "load_model", no_model)
+    monkeypatch.setattr(geomprobe.models.load, "load_model", no_model)
+    monkeypatch.setattr(Workspace, "lm", property(no_model))
     before = {i: (quick_run / f"{i}.png").stat().st_mtime_ns for i in CATALOGUE}
     assert main(["figures", "--replot", "--out", str(quick_run)]) == 0
     for ident in CATALOGUE:
@@ -74,3 +81,46 @@ def test_partial_rerun_keeps_the_gallery_and_records_itself(quick_run):
     assert after["run"]["total_seconds"] == before["run"]["total_seconds"]
     assert after["run"]["reruns"][-1]["ids"] == ["fig04_key_similarity"]
     assert "Re-run since with `--only fig04_key_similarity`" in (quick_run / "index.md").read_text()
+
+
+def test_quick_run_is_labelled_a_smoke_test_and_replot_keeps_the_label(quick_run):
+    run = json.loads((quick_run / "run.json").read_text())
+    assert run["run"]["quick"] is True
+    index = (quick_run / "index.md").read_text().splitlines()
+    assert index[2].startswith(f"**{SMOKE}.**")  # at the top, under the heading
+    rows = [l for l in index if l.startswith("| [")]
+    assert len(rows) == len(CATALOGUE) and all(f"| {SMOKE}: " in r for r in rows)
+    for ident in CATALOGUE:  # every title says smoke test, none states a finding (the analysis' own title)
+        mod = load_analysis(ident)
+        df = pd.read_csv(quick_run / f"{ident}.csv")
+        fig = figure(mod, df, smoke=SMOKE)
+        titles = [fig.get_suptitle()] + [a.get_title() for a in fig.axes]
+        main_title = next(t for t in titles if t)
+        assert main_title.startswith(SMOKE), (ident, main_title)
+        own = figure(mod, df)  # the same CSV, not in smoke mode: the analysis' verdict title
+        own_title = next(t for t in [own.get_suptitle()] + [a.get_title() for a in own.axes] if t)
+        assert not own_title.startswith("SMOKE") and own_title not in titles, ident
+        plt.close(fig)
+        plt.close(own)
+    assert main(["figures", "--replot", "--only", "fig06_ablation", "--out", str(quick_run)]) == 0
+    index = (quick_run / "index.md").read_text()
+    assert index.splitlines()[2].startswith(f"**{SMOKE}.**")
+    assert f"| {SMOKE}: " in next(l for l in index.splitlines() if l.startswith("| [fig06_ablation]"))
+
+
+def test_a_full_run_index_has_no_smoke_label(tmp_path):
+    from geomprobe.pipeline import _write_index
+
+    (tmp_path / "run.json").write_text(json.dumps({"run": {"model": "smollm2-135m", "quick": False}, "figures": [
+        {"id": "fig04_key_similarity", "what": "w", "paper": "p", "headline": "h", "seconds": 1.0}]}))
+    _write_index(tmp_path, [], None, 0.0, replot=True)
+    assert "SMOKE" not in (tmp_path / "index.md").read_text()
+
+
+def test_analysis_script_entry_parses_its_own_options(capsys, tmp_path):
+    """``python analyses/<id>.py`` parses its options without geomprobe.cli (no import circle)."""
+    from geomprobe.pipeline import main as script_main
+
+    with pytest.raises(SystemExit) as e:
+        script_main(str(analyses_dir() / "fig04_key_similarity.py"), ["--replot", "--out", str(tmp_path)])
+    assert e.value.code == 2 and "is missing" in capsys.readouterr().err

@@ -109,3 +109,28 @@ def test_head_only_at_returns_the_full_logits_at_those_positions(tiny_lms, kind)
             some = lm.forward(batch)
     assert some.shape == (full.shape[0], 2, full.shape[2])
     assert torch.allclose(some, full[:, pos], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_read_with_stop_matches_a_full_forward_and_skips_later_blocks(tiny_lms, kind):
+    lm = tiny_lms[kind]
+    batch = _batch(lm)
+    kinds = ("key", "value", "resid")
+    with torch.no_grad(), read(lm, [0, 1], kinds, positions=batch.subject_last) as full:
+        lm.forward(batch)
+    ran = []
+    handles = [lm.layer_module(l).register_forward_hook(lambda *a, l=l: ran.append(l)) for l in range(lm.n_layers)]
+    before = active_hooks(lm.model)
+    try:
+        with torch.no_grad(), read(lm, [1, 0], kinds, positions=batch.subject_last, stop=True) as early:
+            lm.forward(batch)
+            raise AssertionError("the forward should have stopped")
+    finally:
+        after = active_hooks(lm.model)
+        for h in handles:
+            h.remove()
+    assert ran == [0, 1] and lm.n_layers > 2  # block 2 never ran
+    assert after == before  # the stop hook is gone too
+    for k in kinds:
+        for l in (0, 1):
+            assert torch.equal(early[k][l], full[k][l])

@@ -73,16 +73,51 @@ def test_keys_deviation_and_whitened_similarity_in_bf16_match_fp32(runs):
     assert abs(out["bfloat16"][2] - out["float32"][2]).max() < 0.25
 
 
+def _rel(a, b):
+    return abs(a - b) / abs(b)
+
+
 def test_conflict_spectrum_and_drift_in_bf16(runs):
-    lm, reqs, cfg, _, upd, C = runs["bfloat16"]
-    conflict = gp.probes.gradient_conflict(update=upd)
-    assert _finite(conflict) and conflict["value"].between(0, 1).all()
-    spec = gp.probes.covariance_spectrum(C, layer=upd.layers[-1])
-    assert _finite(spec)
-    W0 = lm.weight(upd.layers[-1]).detach()
-    with upd.applied(lm):
-        W1 = lm.weight(upd.layers[-1]).detach().clone()
-    drift = gp.probes.subspace_drift(W0, [W0, W1], k=4, n_directions=2)
-    assert _finite(drift)
-    ls = drift[drift["metric"] == "LS_k"].set_index("step")["value"]
-    assert ls[1] == pytest.approx(1.0, abs=1e-4) and ls[2] <= 1.0 + 1e-4  # step 1: W0 itself, computed
+    """The bf16 run's gradient conflicts, covariance spectrum and weight drift match the float32 run's.
+
+    The two runs differ by bf16 rounding in the forwards and backwards only (the probes' algebra is fp32/fp64),
+    which moves these numbers by the measured amounts in the comments; a probe computing on the wrong
+    tensors, in bf16 arithmetic, or skipping the edit moves them by far more.
+    """
+    out = {}
+    for dtype, (lm, reqs, cfg, _, upd, C) in runs.items():
+        conflict = gp.probes.gradient_conflict(update=upd)
+        spec = gp.probes.covariance_spectrum(C, layer=upd.layers[-1])
+        W0 = lm.weight(upd.layers[-1]).detach().clone()
+        with upd.applied(lm):
+            W1 = lm.weight(upd.layers[-1]).detach().clone()
+        drift = gp.probes.subspace_drift(W0, [W0, W1], k=4, n_directions=2)
+        assert _finite(conflict) and _finite(spec) and _finite(drift), dtype
+        out[dtype] = conflict, spec.set_index(["metric", "rank"])["value"], drift.set_index(["step", "metric", "index"])
+    (cf, sf, df), (cb, sb, db) = out["float32"], out["bfloat16"]
+
+    # gradient conflicts: the same pairs at the same steps; scores agree (measured on the CPU: largest gap 0.07,
+    # mean 0.009, while the scores themselves spread with a standard deviation of 0.2)
+    pair = ["subject", "relation_a", "relation_b", "step"]
+    assert len(cf) > 0 and cf[pair].equals(cb[pair])
+    gap = (cf["value"] - cb["value"]).abs()
+    assert gap.max() < 0.15 and gap.mean() < 0.03, gap.describe()
+
+    # key covariance spectrum: trace (measured 0.5%), top eigenvalues (measured ≤ 8%), effective rank (4%)
+    ef, eb = sf["eigenvalue"].to_numpy(), sb["eigenvalue"].to_numpy()
+    assert len(ef) == len(eb) == runs["float32"][0].d_mlp
+    assert _rel(eb.sum(), ef.sum()) < 0.02
+    assert (_rel(eb[:3], ef[:3]) < 0.15).all(), (ef[:3], eb[:3])
+    assert _rel(sb.xs("effective_rank").iloc[0], sf.xs("effective_rank").iloc[0]) < 0.1
+
+    # drift: step 1 compares W0 with itself (1 in both runs); step 2 the edited weight: subspace overlaps within
+    # 0.05 (measured ≤ 0.011) and the edit's size, ‖W1‖/‖W0‖ (measured 4.6 vs 5.5, far from 1), within 30%
+    for d in (df, db):
+        assert d.loc[(1, "LS_k"), "value"].iloc[0] == pytest.approx(1.0, abs=1e-4)
+        assert d.loc[(1, "SS"), "value"].to_numpy() == pytest.approx(1.0, abs=1e-4)
+        assert d.loc[(1, "norm_ratio"), "value"].iloc[0] == pytest.approx(1.0, abs=1e-6)
+    for metric in ("LS_k", "SS", "topk_energy"):
+        f, b = df.loc[(2, metric), "value"].to_numpy(), db.loc[(2, metric), "value"].to_numpy()
+        assert len(f) == len(b) > 0 and abs(f - b).max() < 0.05, (metric, f, b)
+    nf, nb = df.loc[(2, "norm_ratio"), "value"].iloc[0], db.loc[(2, "norm_ratio"), "value"].iloc[0]
+    assert nf > 1.5 and _rel(nb, nf) < 0.3, (nf, nb)

@@ -9,17 +9,23 @@ token, so edits of them do not take; an *unknown* subject (a word outside the to
 * failing case — ``memit-merge`` jointly on two relations of the same subject (occupation -> sailor,
   favourite colour -> green): the occupation edit wins on its declarative prompt but fails on the
   instruction form; the joint value's radius collapses (ρ = 0 under the argmax criterion) while Δ > 0.
+  Its requests carry no case ids (they get ``r0``, ``r1`` in the JSON; people read ``Blorptang · occupation``).
 """
 
 import json
 import math
+import re
+import shlex
 
 import pytest
 import torch
 
 import geomprobe as gp
-from geomprobe.cli import main
+from geomprobe.cli import build_parser, main
+from geomprobe.editors.options import parse_overrides
 from geomprobe.report import verdict as V
+from geomprobe.report.records import Measurement, Run, Verdict
+from geomprobe.report.render import summary_compare, summary_diagnose
 from geomprobe.report.compare import REPORT_KEYS as COMPARE_KEYS, TABLE_FIELDS
 from geomprobe.report.diagnose import REPORT_KEYS, SCHEMA
 
@@ -27,6 +33,11 @@ OCC = {"case_id": "b-occ", "subject": "Blorptang", "relation": "occupation", "pr
        "target_new": "sailor", "target_true": "pilot"}
 COL = {"case_id": "b-col", "subject": "Blorptang", "relation": "favourite_colour",
        "prompt": "The favourite colour of {} is", "target_new": "green", "target_true": "yellow"}
+OCC_LABEL, COL_LABEL = "Blorptang · occupation", "Blorptang · favourite_colour"
+
+
+def _no_id(req):
+    return {k: v for k, v in req.items() if k != "case_id"}
 
 
 # ---- the rules on hand-made measurement records --------------------------------------------------------------
@@ -58,26 +69,92 @@ def rec(**kw):
 ])
 def test_each_rule_fires_on_its_numbers(kw, expected):
     v = V.judge(rec(**kw))
-    assert v["rules"] == expected
-    assert v["ok"] == ("ok" in expected)
-    assert set(v) == set(V.VERDICT_FIELDS)
-    assert v["verdict"].startswith("succeeds" if v["ok"] else "fails on the instruction form" if
-                                   rec(**kw)["form"] == "instruction" else "fails on the declarative form")
+    assert isinstance(v, Verdict) and list(v.rules) == expected
+    assert v.ok == ("ok" in expected)
+    assert tuple(v.to_dict()) == V.VERDICT_FIELDS
+    assert v.verdict.startswith("succeeds" if v.ok else "fails on the instruction form" if
+                                rec(**kw)["form"] == "instruction" else "fails on the declarative form")
+    # the typed record and its JSON form give the same verdict
+    assert V.judge(Measurement.from_dict(rec(**kw))) == v
 
 
 def test_the_issue_example_sentence_comes_from_the_numbers():
     m = rec(delta=7.9, rho=2.6, rho_rel=0.05, amplification=11.0, delta_covariance=7.9, delta_identity=1.4,
             conflict=0.88, n_relations=4)
     v = V.judge(m)
-    assert v["rules"] == ["drift-exceeds-tolerance", "covariance-amplifies", "conflict-collapses-rho"]
-    s = v["verdict"]
+    assert list(v.rules) == ["drift-exceeds-tolerance", "covariance-amplifies", "conflict-collapses-rho"]
+    s = v.verdict
     assert s.startswith("fails on the instruction form: Δ = 7.9 exceeds ρ = 2.6 (3.0×)")
     assert "amplifies the prompt drift 11×" in s and "would give Δ = 1.4" in s
     assert "four" not in s and "4 relations are near-orthogonal (conflict 0.88)" in s
-    assert any("isotropic" in r for r in v["remedies"]) and any("HKI" in r for r in v["remedies"])
-    assert v["numbers"]["amplification"] == 11.0 and v["thresholds"] == V.THRESHOLDS
+    assert any("isotropic" in r for r in v.remedies) and any("HKI" in r for r in v.remedies)
+    assert v.numbers["amplification"] == 11.0 and v.thresholds == V.THRESHOLDS
     # thresholds are parameters: raising the amplification threshold silences that rule
-    assert "covariance-amplifies" not in V.judge(m, {"AMPLIFICATION": 20.0})["rules"]
+    assert "covariance-amplifies" not in V.judge(m, {"AMPLIFICATION": 20.0}).rules
+
+
+RUN = Run(model="smollm2-135m", requests="my requests.json", editor="memit",
+          overrides={"lam": 15000.0, "value_clamp": 2, "layers": [1, 2, 3]}, trials=4)
+
+
+def _parsed(cmd):
+    """The command as geomprobe's CLI parses it: (args, editor options)."""
+    argv = shlex.split(cmd)
+    assert argv[:2] == ["geomprobe", "diagnose"]
+    args = build_parser().parse_args(argv[1:])
+    return args, parse_overrides(args.set, args.layers)
+
+
+def test_remedy_names_the_switch_layer_and_prints_the_command():
+    m = rec(delta=1.0, rho=2.6, switch_layer=5, switch_rate=0.8, edit_layers=(1, 2, 3), n_model_layers=12)
+    v = V.judge(m, run=RUN)
+    assert list(v.rules) == ["not-the-drift"]
+    (remedy,) = v.remedies
+    assert "peaks at layer 5" in remedy and "80%" in remedy and "edit layers 3-5" in remedy
+    (cmd,) = v.remedy_commands
+    args, over = _parsed(cmd)
+    # the user's run (model, requests with a space, editor, --set, trials) with the layers changed
+    assert (args.cmd, args.model, args.requests, args.editor, args.trials) == (
+        "diagnose", "smollm2-135m", "my requests.json", "memit", 4)
+    assert over == {"lam": 15000.0, "value_clamp": 2, "layers": (3, 4, 5)}
+    # the same remedy without the measurement: the general advice, no command
+    v0 = V.judge(rec(delta=1.0, rho=2.6), run=RUN)
+    general = next(r.remedy for r in V.RULES if r.id == "not-the-drift")
+    assert v0.remedies == (general,) and v0.remedy_commands == ()
+
+
+def test_remedy_names_the_lambda_that_writes_90_percent():
+    # MEMIT writes s/(1+s) of R along k, s = kᵀC⁻¹k / λ: λ = 1.5e4 with kᵀC⁻¹k = 900 writes 6%
+    m = rec(form="declarative", decl_success_after=0.0, value_predicts=True, kck=900.0, lam=15000.0)
+    v = V.judge(m, run=RUN)
+    assert list(v.rules) == ["not-written"]
+    assert "λ = 15000 writes 6%" in v.remedies[0] and "λ = 100 writes 90%" in v.remedies[0]
+    (cmd,) = v.remedy_commands
+    args, over = _parsed(cmd)
+    assert cmd.count("lam=") == 1 and over == {"lam": 100, "value_clamp": 2, "layers": (1, 2, 3)}
+    s = 900.0 / over["lam"]
+    assert s / (1 + s) >= 0.9
+    assert v.numbers["kck"] == 900.0 and v.numbers["lam_target"] == 100
+    # a λ that already writes 90% is not lowered further
+    assert V.judge(rec(form="declarative", decl_success_after=0.0, value_predicts=True, kck=900.0, lam=50.0),
+                   run=RUN).remedy_commands == ()
+    # the isotropic rule: α = ‖k‖² / 9
+    v = V.judge(rec(form="declarative", decl_success_after=0.0, value_predicts=True, editor_rule="identity",
+                    editor="rose", key_norm=3.0, alpha=10.0), run=RUN)
+    assert _parsed(v.remedy_commands[0])[1]["alpha"] == 1
+
+
+def test_value_and_editor_remedies_print_commands():
+    m = rec(form="declarative", decl_success_after=0.0, value_predicts=False, rho=0.0, value_steps=30,
+            value_steps_run=30, value_clamp=0.75, value_norm_rel=0.75)
+    v = V.judge(m, run=RUN)
+    assert "value_steps 30 → 60" in v.remedies[0] and "value_clamp 0.75 → 1.5" in v.remedies[0]
+    assert _parsed(v.remedy_commands[0])[1] == {"lam": 15000.0, "value_clamp": 1.5, "value_steps": 60,
+                                                 "layers": (1, 2, 3)}
+    v = V.judge(rec(delta=7.9, amplification=11.0, delta_covariance=7.9, delta_identity=0.7,
+                    conflict=0.9, rho_rel=0.05, n_relations=3), run=RUN)
+    editors = [_parsed(c)[0].editor for c in v.remedy_commands]
+    assert editors == ["rose-no-hki", "rose-no-iga"]  # isotropic update; HKI with the same (covariance) rule
 
 
 def test_rules_are_documented_with_their_ids():
@@ -102,7 +179,7 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("reqs")
     paths = {"occ": d / "occ.json", "joint": d / "joint.json"}
     paths["occ"].write_text(json.dumps({"requests": [OCC]}))
-    paths["joint"].write_text(json.dumps({"requests": [OCC, COL]}))
+    paths["joint"].write_text(json.dumps({"requests": [_no_id(OCC), _no_id(COL)]}))
     return paths
 
 
@@ -122,26 +199,90 @@ def failing(toy, files, tmp_path_factory):
     return report, out, _same(toy, saved)
 
 
-def _record(report, case_id, form, key="verdicts"):
-    (r,) = [v for v in report[key] if v["case_id"] == case_id and v["form"] == form]
+def _record(report, label, form, key="verdicts"):
+    """The record of request ``label`` (``subject · relation``) on ``form``, typed."""
+    cls = Verdict if key == "verdicts" else Measurement
+    (r,) = [x for x in map(cls.from_dict, report[key]) if x.label == label and x.form == form]
     return r
+
+
+# The verdict rules of the README, stated again here from the raw numbers (literal thresholds, no call into
+# geomprobe.report.verdict), so a changed rule or threshold in the package shows up as a failing test.
+def expected_rules(m: Measurement) -> set[str]:
+    fails = m.success_after is None or m.success_after < 0.5
+    if not fails:
+        return {"ok"} | ({"already-true"} if (m.success_before or 0.0) >= 0.5 else set())
+    decl = m.form == "declarative"
+    decl_ok = m.decl_success_after is not None and m.decl_success_after >= 0.5
+    out = set()
+    if decl:
+        out.add("not-written" if m.value_predicts else "value-not-reached")
+    elif not decl_ok:
+        out.add("decl-failed")
+    else:
+        if m.delta is not None and m.rho is not None:
+            out.add("drift-exceeds-tolerance" if m.delta > m.rho else "not-the-drift")
+        if m.editor_rule in ("covariance", "projection", "rank-one") and (m.amplification or 0.0) > 3.0:
+            out.add("covariance-amplifies")
+    if (m.n_relations or 0) >= 2 and (m.conflict or 0.0) > 0.8 and m.rho_rel is not None and m.rho_rel < 0.1:
+        out.add("conflict-collapses-rho")
+    if (m.collision_cosine or 0.0) > 0.9:
+        out.add("near-duplicate")
+    return out or {"unexplained"}
 
 
 def test_failing_joint_edit_is_diagnosed_from_its_measurements(failing):
     report, _, same = failing
     assert same
-    decl, inst = _record(report, "b-occ", "declarative"), _record(report, "b-occ", "instruction")
-    assert decl["ok"] and not inst["ok"]
-    m = _record(report, "b-occ", "instruction", "measurements")
-    assert m["success_after"] < V.FORM_SUCCESS <= m["decl_success_after"]
-    # the verdict is the rules applied to the recorded numbers, and each fired rule agrees with them
-    assert V.judge(m) == inst
-    assert ("drift-exceeds-tolerance" in inst["rules"]) == (m["delta"] > m["rho"])
-    assert ("not-the-drift" in inst["rules"]) == (m["delta"] <= m["rho"])
-    assert ("covariance-amplifies" in inst["rules"]) == (m["amplification"] > V.AMPLIFICATION)
-    assert m["n_relations"] == 2 and 0.0 <= m["conflict"] <= 1.0
-    for r in inst["rules"]:
-        assert r in V.RULE_IDS
+    decl, inst = _record(report, OCC_LABEL, "declarative"), _record(report, OCC_LABEL, "instruction")
+    m = _record(report, OCC_LABEL, "instruction", "measurements")
+    # the case as measured: the declarative edit takes, the instruction form fails, Δ > ρ = 0
+    assert decl.ok and not inst.ok
+    assert m.success_after < 0.5 <= m.decl_success_after and m.delta > m.rho == 0.0
+    assert m.n_relations == 2 and 0.0 <= m.conflict <= 1.0
+    # so the instruction verdict must say the drift exceeds the tolerance, with these numbers
+    assert "drift-exceeds-tolerance" in inst.rules and "not-the-drift" not in inst.rules
+    assert f"Δ = {m.delta:.3g} exceeds ρ = 0" in inst.verdict
+    assert ("covariance-amplifies" in inst.rules) == (m.amplification > 3.0)
+    # every record's verdict is what the rules, stated independently above, say about its numbers
+    for v, mm in zip(report["verdicts"], report["measurements"]):
+        assert (v.case_id, v.form) == (mm.case_id, mm.form)
+        assert set(v.rules) == expected_rules(mm), (mm.label, mm.form, v.rules)
+        assert v.ok == (mm.success_after >= 0.5)
+
+
+def test_requests_are_shown_as_subject_and_relation(failing):
+    report, out, _ = failing
+    # ids stay in the JSON (unique, r<i> for requests without one); people read the label
+    assert [r["case_id"] for r in report["requests"]] == ["r0", "r1"]
+    assert {m.label for m in report["measurements"]} == {OCC_LABEL, COL_LABEL}
+    bare_id = re.compile(r"(?<![\w/.-])r[01](?![\w/.-])")
+    text = "\n".join(summary_diagnose(report))
+    assert OCC_LABEL in text and COL_LABEL in text and not bare_id.search(text), text
+    for name in ("report.html", "report.md"):
+        page = re.sub(r"data:image/png;base64,[^'\")]*", "", (out / name).read_text())
+        assert OCC_LABEL in page and COL_LABEL in page
+        assert not bare_id.search(page), (name, bare_id.search(page))
+
+
+def test_toy_remedy_commands_reproduce_the_run(failing, files):
+    report, _, _ = failing
+    v = _record(report, COL_LABEL, "declarative")
+    m = _record(report, COL_LABEL, "declarative", "measurements")
+    assert list(v.rules) == ["value-not-reached"] and m.value_steps == 30
+    cmds = list(v.remedy_commands)
+    assert cmds, v
+    args, over = _parsed(cmds[0])
+    assert (args.model, args.requests, args.editor, args.trials) == ("toy-llama", str(files["joint"]),
+                                                                      "memit-merge", 6)
+    assert over["value_steps"] == 60 and over["value_clamp"] == 2 * m.value_clamp
+    text = "\n".join(summary_diagnose(report))
+    assert cmds[0] in text
+    # the rule names the switch-rate probe, so it was measured for this request (and only this one)
+    assert m.switch_layer in range(4) and 0 < m.switch_rate <= 1
+    assert _record(report, OCC_LABEL, "declarative", "measurements").switch_layer is None
+    if m.switch_layer <= 1:  # a peak inside the run's own layers 0-1 proposes no other layers
+        assert not any("--layers" in c for c in cmds)
 
 
 def test_report_files_and_json_fields_are_stable(failing):
@@ -151,7 +292,7 @@ def test_report_files_and_json_fields_are_stable(failing):
     assert data["weights_unchanged"] is True and data["editor"] == "memit-merge"
     assert len(data["measurements"]) == len(data["verdicts"]) == 2 * 3
     for m in data["measurements"]:
-        assert set(V.MEASUREMENT_FIELDS) <= set(m)
+        assert tuple(m) == V.MEASUREMENT_FIELDS
     for v in data["verdicts"]:
         assert tuple(v) == V.VERDICT_FIELDS
     assert [r["id"] for r in data["rules"]] == [r.id for r in V.RULES]
@@ -160,8 +301,10 @@ def test_report_files_and_json_fields_are_stable(failing):
     assert "src='http" not in html and 'src="http' not in html  # self-contained
     md = (out / "report.md").read_text()
     assert "## Verdicts" in md and "deviation_vs_radius.png" in md and (out / "deviation_vs_radius.png").exists()
-    # verdicts re-derive from the JSON alone
-    assert [V.judge(m)["rules"] for m in data["measurements"]] == [v["rules"] for v in data["verdicts"]]
+    # verdicts (commands included) re-derive from the JSON alone, and the JSON is the typed records' to_dict()
+    run = Run.from_report(data)
+    assert [V.judge(m, run=run).to_dict() for m in data["measurements"]] == data["verdicts"]
+    assert [m.to_dict() for m in report["measurements"]] == data["measurements"]
 
 
 def test_succeeding_case_is_reported_as_such(toy, files):
@@ -169,11 +312,12 @@ def test_succeeding_case_is_reported_as_such(toy, files):
     report = gp.diagnose(toy, files["occ"], editor="rose-no-hki", trials=6, log=lambda s: None)
     assert _same(toy, saved) and report["files"] == []
     for v in report["verdicts"]:
-        assert v["ok"] and v["rules"] == ["ok"], v
-        assert v["verdict"].startswith(f"succeeds on the {v['form']} form")
-    decl = _record(report, "b-occ", "declarative", "measurements")
-    assert decl["success_before"] == 0.0 and decl["success_after"] == 1.0  # the edit made it succeed
-    assert decl["rho"] > 0 and decl["value_predicts"]
+        assert v.ok and list(v.rules) == ["ok"] and v.remedy_commands == (), v
+        assert v.verdict.startswith(f"succeeds on the {v.form} form")
+    decl = _record(report, OCC_LABEL, "declarative", "measurements")
+    assert decl.case_id == "b-occ"
+    assert decl.success_before == 0.0 and decl.success_after == 1.0  # the edit made it succeed
+    assert decl.rho > 0 and decl.value_predicts
 
 
 def test_compare_table_figures_and_weights(toy, files, tmp_path):
@@ -191,6 +335,10 @@ def test_compare_table_figures_and_weights(toy, files, tmp_path):
         assert (tmp_path / f).stat().st_size > 0
     assert (tmp_path / "report.html").read_text().count("data:image/png;base64,") == 2
     assert report["table"][0]["success_after"] == 1.0  # memit's declarative edit takes
+    text = "\n".join(summary_compare(report))
+    fails = [v for ed in report["per_editor"].values() for v in ed["verdicts"] if not v.ok]
+    assert not re.search(r"\bb-occ\b", text) and ((OCC_LABEL in text) == bool(fails))
+    assert (tmp_path / "report.html").read_text().count(OCC_LABEL) >= 6  # per editor: verdicts and measurements
 
 
 # ---- command line ----------------------------------------------------------------------------------------------
@@ -204,7 +352,8 @@ def test_cli_diagnose_exits_0_whatever_the_verdicts(capsys, files, tmp_path):
     code, out, err = _run(capsys, "diagnose", "--model", "toy-llama", "--requests", str(files["joint"]),
                           "--editor", "memit-merge", "--trials", "4", "--out", str(tmp_path))
     assert code == 0, err
-    assert "FAIL" in out and "b-occ" in out and "instruction" in out and "report.html" in out
+    assert "FAIL" in out and OCC_LABEL in out and "instruction" in out and "report.html" in out
+    assert "try: geomprobe diagnose --model toy-llama" in out
     assert "weights bit-identical afterwards: yes" in out
     assert json.loads((tmp_path / "report.json").read_text())["schema"] == SCHEMA
 
@@ -241,8 +390,6 @@ def test_cli_bad_input_is_one_line_and_nonzero(capsys, tmp_path, files, cmd):
 
 
 def test_cli_overrides_parse():
-    from geomprobe.cli import _overrides
-
-    assert _overrides(["value_clamp=2", "lam=0.5", "corpus=builtin"], "0-1") == {
+    assert parse_overrides(["value_clamp=2", "lam=0.5", "corpus=builtin"], "0-1") == {
         "value_clamp": 2, "lam": 0.5, "corpus": "builtin", "layers": (0, 1)}
-    assert math.isclose(_overrides(["value_lr=1e-1"], None)["value_lr"], 0.1)
+    assert math.isclose(parse_overrides(["value_lr=1e-1"], None)["value_lr"], 0.1)

@@ -297,9 +297,42 @@ def test_key_covariance_validation():
         KeyCovariance(0, torch.full((2, 2), float("nan")), torch.zeros(2), 10)
 
 
-def test_bench_covariance(tiny_lms, txt):
-    out = bench_covariance(tiny_lms["llama"], [0, 1, 2], str(txt), n_tokens=150, batch_size=4)
-    assert out["n_tokens"] == 150 and out["layers"] == [0, 1, 2]
-    for key in ("one_pass_s", "per_layer_s", "forward_s", "forward_tok_s"):
-        assert out[key] > 0
+def test_bench_covariance(tiny_lms, txt, monkeypatch):
+    """The bench times what it says: every build it times computes the same statistics as key_covariance,
+    the one-pass and per-layer builds stop after their deepest layer, the 'full' baseline and the plain
+    forwards run the whole model, all on the same batches.  (Timings are only checked to be measured.)"""
+    lm = tiny_lms["llama"]
+    ref = _quiet(lm=lm, layers=[0, 1], corpus=str(txt), n_tokens=150, batch_size=4, cache=False)
+    with Counter(lm) as count:
+        _quiet(lm=lm, layers=[0], corpus=str(txt), n_tokens=150, batch_size=4, cache=False)
+    n_batches = count.calls
+    assert n_batches > 1
+
+    built = []
+
+    class Recording(stats._Acc):
+        def __init__(self, lm, layers):
+            super().__init__(lm, layers)
+            built.append(self)
+
+    monkeypatch.setattr(stats, "_Acc", Recording)
+    with Counter(lm) as count:
+        out = bench_covariance(lm, [1, 0], str(txt), n_tokens=150, batch_size=4)
+    assert out["n_tokens"] == 150 and out["layers"] == [0, 1]
+    # warm-up [0], one pass [0, 1], per layer [0], [1] stopping early, then [0], [1] running the whole model
+    assert [a.layers for a in built] == [[0], [0, 1], [0], [1], [0], [1]]
+    for acc in built:
+        assert acc.tokens == 150
+        for l in acc.layers:
+            C, mean = acc.result(l)
+            assert torch.allclose(C, ref[l].C, rtol=1e-5, atol=1e-6 * float(ref[l].C.abs().max()))
+            assert torch.allclose(mean, ref[l].mean, rtol=1e-5, atol=1e-6 * float(ref[l].mean.abs().max()))
+    # 7 passes over the batches: 5 builds, 2 'full' per-layer builds, 1 plain forward pass; block 2 (never
+    # asked for) runs only in the 3 whole-model passes, block 1 also in the two builds that include it
+    assert count.calls == 7 * n_batches
+    assert count.blocks == [7 * n_batches, 5 * n_batches, 3 * n_batches]
+    for key in ("one_pass_s", "per_layer_s", "per_layer_full_s", "forward_s"):
+        assert 0 < out[key] < float("inf"), key
     assert out["speedup"] == pytest.approx(out["per_layer_s"] / out["one_pass_s"])
+    assert out["speedup_vs_full"] == pytest.approx(out["per_layer_full_s"] / out["one_pass_s"])
+    assert out["forward_tok_s"] == pytest.approx(150 / out["forward_s"])

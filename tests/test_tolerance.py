@@ -92,11 +92,27 @@ def test_fast_and_reference_agree_within_one_step_on_smollm2():
 
 
 def test_radius_is_reproducible_and_seed_dependent(toy_edit):
+    """One seed gives the same radii every time; other seeds draw other noise directions, so radii that are
+    not cut off by the search limit change.  (The toy's own facts mostly survive noise up to that limit,
+    ``max_radius``, whatever the directions: those requests cannot tell seeds apart.)"""
     lm, upd = toy_edit
     a = gp.probes.tolerance_radius(lm, upd, trials=5, seed=3)
     b = gp.probes.tolerance_radius(lm, upd, trials=5, seed=3)
-    assert a["value"].tolist() == b["value"].tolist()
+    assert a["value"].tolist() == b["value"].tolist() and (a["seed"] == 3).all()
     assert set(a.columns) >= {"editor", "case_id", "subject", "relation", "form", "layer", "metric", "value", "seed"}
+    limit = a["value"].max()
+    free = [i for i, v in enumerate(a["value"]) if v < limit]  # radii found below the search limit
+    assert free, a["value"].tolist()
+    radii = {3: a["value"].iloc[free].tolist()}
+    for seed in (11, 12):
+        x = gp.probes.tolerance_radius(lm, upd, trials=5, seed=seed, requests=free)
+        y = gp.probes.tolerance_radius(lm, upd, trials=5, seed=seed, requests=free)
+        assert x["value"].tolist() == y["value"].tolist() and (x["seed"] == seed).all()
+        radii[seed] = x["value"].tolist()
+    # a request's radius depends on the seed (measured: three different radii for the three seeds) ...
+    assert len({tuple(v) for v in radii.values()}) >= 2, radii
+    # ... and not on which other requests are measured with it
+    assert gp.probes.tolerance_radius(lm, upd, trials=5, seed=3, requests=free)["value"].tolist() == radii[3]
 
 
 def test_bad_arguments(toy_edit):

@@ -20,6 +20,7 @@ from importlib import resources
 from typing import Any, Sequence
 
 from ..errors import RequestFormatError, SubjectNotFoundError
+from .toy_templates import TOY_TEMPLATES
 
 #: System and user frames of the instruction form (the RoSE paper's instructed-query template).
 INSTRUCTION_SYSTEM = "Your job is to answer the question. Do not explain."
@@ -93,15 +94,60 @@ class RelationTemplates:
 @lru_cache(maxsize=None)
 def builtin_templates() -> dict[str, RelationTemplates]:
     """Template pools of the built-in relations (``data/builtin/relations.json``) and of the toy world."""
-    from ..toy.world import toy_relation_templates
-
     raw = json.loads(resources.files("geomprobe.data").joinpath("builtin/relations.json").read_text("utf-8"))
     pools = {rel: RelationTemplates.from_dict(rel, d) for rel, d in raw.items()}
-    toy = toy_relation_templates()
+    toy = {rel: RelationTemplates.from_dict(rel, d) for rel, d in TOY_TEMPLATES.items()}
     clash = set(pools) & set(toy)
     if clash:
         raise RequestFormatError(f"relations {sorted(clash)} are defined twice (built-in and toy world); rename one")
     return {**pools, **toy}
+
+
+#: Pools registered by the user (a request file's ``"templates"``, :func:`add_templates`), by relation id.
+_USER: dict[str, RelationTemplates] = {}
+
+
+def add_templates(pools: dict[str, Any], source: str = "templates") -> list[str]:
+    """Register template pools for relations of one's own, e.g. ``{"sport": {"declarative": "{} plays",
+    "train": [["question", "What sport does {} play?"], ...], "eval_questions": [...]}}``.
+
+    Every geomprobe function that looks up a relation's templates (HKI leaves, question/instruction evaluation
+    prompts) sees them afterwards.  A request file in geomprobe's layout may carry them under ``"templates"``.
+    Redefining a built-in relation, or registering different pools for one id twice, is refused.
+
+    Returns:
+        the relation ids registered.
+    """
+    if not isinstance(pools, dict):
+        raise RequestFormatError(f"{source}: \"templates\" must be an object {{relation: {{declarative, train, "
+                                 "eval_questions}}}}")
+    builtin = builtin_templates()
+    parsed = {}
+    for rel, d in pools.items():
+        if not isinstance(d, dict) or not {"declarative", "train", "eval_questions"} <= set(d):
+            raise RequestFormatError(f"{source}: templates of {rel!r} need the fields declarative, train "
+                                     "(a list of [form, template]) and eval_questions (a list of templates)")
+        try:
+            pool = RelationTemplates.from_dict(rel, d)
+        except (TypeError, ValueError):
+            raise RequestFormatError(f"{source}: templates of {rel!r}: train must be a list of [form, template] "
+                                     "pairs, eval_questions a list of templates") from None
+        if not pool.eval_questions:
+            raise RequestFormatError(f"{source}: templates of {rel!r} hold no eval_questions; give at least one")
+        if rel in builtin and builtin[rel] != pool:
+            raise RequestFormatError(f"{source}: relation {rel!r} is built in (see `geomprobe relations`); "
+                                     "rename your relation or drop its templates")
+        if rel in _USER and _USER[rel] != pool:
+            raise RequestFormatError(f"{source}: relation {rel!r} already has different templates registered; "
+                                     "rename one of them")
+        parsed[rel] = pool
+    _USER.update(parsed)
+    return list(parsed)
+
+
+def relation_templates() -> dict[str, RelationTemplates]:
+    """Every known template pool: the built-in relations' and those registered with :func:`add_templates`."""
+    return {**builtin_templates(), **_USER}
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -186,7 +232,7 @@ def eval_prompts(request: Any, form: str, tokenizer: Any = None,
         own = [q.text for q in request.queries if q.form == form]
         if own:
             return [_render_full(q, request.subject, form, tokenizer) for q in own]
-        pool = (templates if templates is not None else builtin_templates()).get(request.relation)
+        pool = (templates if templates is not None else relation_templates()).get(request.relation)
         if pool is None:
             return []
         return [render(q, request.subject, form, tokenizer) for q in pool.eval_questions]
@@ -207,7 +253,7 @@ def _render_full(text: str, subject: str, form: str, tokenizer: Any) -> Rendered
 def train_prompts(relation: str, subject: str, tokenizer: Any = None, m: int | None = None,
                   templates: dict[str, RelationTemplates] | None = None) -> list[Rendered]:
     """HKI leaves: the first ``m`` training templates of ``relation`` rendered for ``subject``."""
-    pool = (templates if templates is not None else builtin_templates()).get(relation)
+    pool = (templates if templates is not None else relation_templates()).get(relation)
     if pool is None:
         raise RequestFormatError(
             f"relation {relation!r} has no template pool; add it to the templates or use an editor without HKI"

@@ -6,7 +6,8 @@ neighbourhood prompts and evaluation queries are *full* strings; those that belo
 request's own subject must contain the subject literally (checked where keys are taken).
 
 geomprobe's own request file is JSON: either a list of request objects or ``{"requests": [...]}``
-with the field names of :class:`EditRequest`.  Loaders for S2RKE, CounterFact, ZsRE and LoCoMo
+with the field names of :class:`EditRequest`, optionally with ``"templates"``: template pools for relations
+that are not built in (README, "Request files").  Loaders for S2RKE, CounterFact, ZsRE and LoCoMo
 live in :mod:`geomprobe.data.loaders` and produce the same type.
 """
 
@@ -130,8 +131,21 @@ def save_requests(requests: Iterable[EditRequest], path: str | Path) -> Path:
 
 
 def parse_requests(data: Any, source: str = "requests") -> list[EditRequest]:
-    """Parse geomprobe JSON (already decoded) into requests."""
+    """Parse geomprobe JSON (already decoded) into requests.
+
+    ``data`` is a list of request objects or ``{"requests": [...], "templates": {...}}``; the optional
+    ``templates`` (template pools of the file's own relations, see :func:`geomprobe.data.forms.add_templates`)
+    are registered before the requests are checked.
+    """
     if isinstance(data, dict) and "requests" in data:
+        extra = sorted(set(data) - {"requests", "templates"})
+        if extra:
+            raise RequestFormatError(f"{source}: unknown top-level field(s) {', '.join(extra)}; "
+                                     "a geomprobe request file holds \"requests\" and optionally \"templates\"")
+        if "templates" in data:
+            from .forms import add_templates
+
+            add_templates(data["templates"], source=f"{source}: templates")
         data = data["requests"]
     if not isinstance(data, list):
         raise RequestFormatError(f"{source}: expected a list of requests or {{\"requests\": [...]}}")

@@ -12,13 +12,15 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import GeomprobeError
-from .locate import RULES, Editor, EditorConfig
+from .config import MODES, RULES, EditorConfig, Mode, Rule, ValueConfig
+from .locate import Editor
 from .presets import PRESETS, preset_for
+from .rules import UPDATE_RULES
 from .update import AppliedEdit, EditUpdate
-from .value import ValueConfig, ValueResult, optimize_values
+from .value import ValueResult, optimize_values
 
 #: name -> (value optimisation mode, update rule)
-EDITORS: dict[str, tuple[str, str]] = {
+EDITORS: dict[str, tuple[Mode, Rule]] = {
     "rome": ("per-request", "rank-one"),
     "memit": ("per-request", "covariance"),
     "memit-merge": ("joint", "covariance"),
@@ -48,6 +50,10 @@ def get(name: str, config: EditorConfig | None = None, **overrides: Any) -> Edit
     if name not in EDITORS:
         raise GeomprobeError(f"unknown editor {name!r}; use one of {', '.join(EDITORS)} or revive(<editor>)")
     mode, rule = EDITORS[name]
+    unknown = sorted(set(overrides) - set(EditorConfig.option_names()))
+    if unknown:  # fail here, not at compute time
+        raise GeomprobeError(f"unknown editor option(s) {', '.join(unknown)}; use fields of EditorConfig or "
+                             "ValueConfig (the latter prefixed value_)")
     return Editor(name=name, mode=mode, rule=rule, config=config, overrides=dict(overrides))
 
 
@@ -62,5 +68,5 @@ def names() -> list[str]:
     return list(EDITORS)
 
 
-__all__ = ["EDITORS", "Editor", "EditorConfig", "EditUpdate", "AppliedEdit", "PRESETS", "RULES", "ValueConfig",
-           "ValueResult", "get", "names", "optimize_values", "preset_for", "revive"]
+__all__ = ["EDITORS", "Editor", "EditorConfig", "EditUpdate", "AppliedEdit", "MODES", "Mode", "PRESETS", "RULES", "Rule",
+           "UPDATE_RULES", "ValueConfig", "ValueResult", "get", "names", "optimize_values", "preset_for", "revive"]

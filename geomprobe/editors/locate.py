@@ -15,6 +15,9 @@ editor             value optimisation     update rule at each layer
 ``revive(<editor>, tau=0.9)`` wraps any of them and removes the part of each layer's ΔW that touches the
 dominant singular subspace of the pre-edit weight (:func:`geomprobe.linalg.revive_filter`).
 
+The update rules are solved by one registry, :mod:`geomprobe.editors.rules` (the deviation probe's
+counterfactual rules use the same); the settings live in :mod:`geomprobe.editors.config`.
+
 For the layers ``l_1 < … < L`` in order: keys ``K`` and the current residual at ``L`` are recomputed on
 the partially edited model, ``R = (Z − H_cur) / (#layers left)``, ``ΔW_l`` is solved in float64 and
 applied, exactly as MEMIT does.  The weights are restored bit-exactly before ``compute`` returns: the
@@ -24,65 +27,26 @@ update is handed back as an :class:`EditUpdate`, never left applied.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
 
 import torch
 
 from .. import linalg
 from ..data.requests import EditRequest
 from ..errors import GeomprobeError
-from ..hooks import read, stop_after
+from ..hooks import read
 from ..models.load import LM
 from ..positions import tokenize
+from ..stats import key_covariance
+from . import rules
+from .config import RULES, EditorConfig, Mode, Rule, ValueConfig
 from .memory import PeakMemory as _PeakMemory
+from .presets import preset_for
 from .update import EditUpdate, restoring
-from .value import ValueConfig, edit_prompts, group_names, optimize_values
+from .value import ValueResult, edit_prompts, group_names, optimize_values
 
-RULES = ("covariance", "identity", "projection", "rank-one")
-
-
-@dataclass(frozen=True)
-class EditorConfig:
-    """Everything an editor needs besides the model and the requests.
-
-    Attributes:
-        layers: edit layers (the last one is where ``z`` is optimised).
-        lam: λ, weight of the covariance in ``λC + KKᵀ`` (MEMIT's mom2_update_weight).
-        alpha: α, Tikhonov weight of the isotropic and AlphaEdit systems.
-        value: value optimisation settings.
-        corpus / n_tokens / max_len: covariance statistics (see :mod:`geomprobe.stats`).
-        projection_threshold / projection_mode: AlphaEdit null-space selection.
-        tau: REVIVE energy share of the dominant subspace (used by ``revive(...)``).
-        seed: randomness of value optimisation.
-    """
-
-    layers: tuple[int, ...]
-    lam: float = 1.5e4
-    alpha: float = 1.0
-    value: ValueConfig = ValueConfig()
-    corpus: str = "builtin"
-    n_tokens: int = 100_000
-    max_len: int = 128
-    projection_threshold: float = 2e-2
-    projection_mode: str = "absolute"
-    tau: float = 0.9
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "layers", tuple(int(l) for l in self.layers))
-        if not self.layers or list(self.layers) != sorted(set(self.layers)):
-            raise GeomprobeError(f"edit layers {self.layers} must be distinct and increasing; fix the preset or --layers")
-
-    def with_(self, **changes: Any) -> "EditorConfig":
-        value_changes = {k[6:]: changes.pop(k) for k in list(changes) if k.startswith("value_")}
-        cfg = replace(self, **changes)
-        return replace(cfg, value=replace(cfg.value, **value_changes)) if value_changes else cfg
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["layers"] = list(self.layers)
-        return d
+__all__ = ["Editor", "EditorConfig", "RULES", "ValueConfig"]  # the configs live in .config; re-exported here
 
 
 @dataclass
@@ -93,21 +57,16 @@ class Editor:
     """
 
     name: str
-    mode: str
-    rule: str
+    mode: Mode
+    rule: Rule
     config: EditorConfig | None = None
     overrides: dict = field(default_factory=dict)
     revive: bool = False
 
     def resolve_config(self, lm: LM) -> EditorConfig:
         """The explicit config, else the model's preset; then the overrides on top."""
-        from .presets import preset_for
-
         base = self.config if self.config is not None else preset_for(lm)
-        try:
-            return base.with_(**dict(self.overrides)) if self.overrides else base
-        except TypeError as e:
-            raise GeomprobeError(f"unknown editor option ({e}); see the EditorConfig / ValueConfig fields") from None
+        return base.with_(**dict(self.overrides)) if self.overrides else base
 
     def _filter(self, cfg: EditorConfig, lm: LM, layer: int, delta: torch.Tensor) -> torch.Tensor:
         """REVIVE: drop the part of ΔW inside the dominant singular block of the current W."""
@@ -117,7 +76,7 @@ class Editor:
         return filtered
 
     def compute(self, lm: LM, requests: Sequence[EditRequest], history: Sequence[EditUpdate] = (),
-                log: Callable[[str], None] | None = None, value: Any = None) -> EditUpdate:
+                log: Callable[[str], None] | None = None, value: ValueResult | None = None) -> EditUpdate:
         """Compute the update for ``requests`` on ``lm`` (weights unchanged afterwards).
 
         Args:
@@ -158,8 +117,6 @@ class Editor:
 
     # ---- pieces ------------------------------------------------------------------------------
     def _covariance(self, lm: LM, cfg: EditorConfig, layers: Sequence[int]) -> dict[int, torch.Tensor]:
-        from ..stats import key_covariance
-
         stats = key_covariance(lm, list(layers), corpus=cfg.corpus, n_tokens=cfg.n_tokens, max_len=cfg.max_len,
                                progress=False)
         return {l: stats[l].C for l in layers}
@@ -176,7 +133,7 @@ class Editor:
                     col.append(c)
         batch = tokenize(lm.tokenizer, prompts)
         with torch.no_grad(), read(lm, sorted({key_layer, resid_layer}), ("key", "resid"),
-                                   positions=batch.subject_last) as r, stop_after(lm, max(key_layer, resid_layer)):
+                                   positions=batch.subject_last, stop=True) as r:
             lm.forward(batch)
         col_t = torch.tensor(col)
         n = len(members)
@@ -187,21 +144,15 @@ class Editor:
 
     def _solve(self, lm: LM, layer: int, R: torch.Tensor, K: torch.Tensor, cfg: EditorConfig,
                C: torch.Tensor | None, K_prev: torch.Tensor | None) -> torch.Tensor:
+        """ΔW at ``layer`` by this editor's rule (:func:`geomprobe.editors.rules.solve`), on the layer's device."""
         dev = lm.device_of(layer)
-        R, K = R.to(dev), K.to(dev)
-        if self.rule == "covariance":
-            return linalg.memit_delta(R, K, C.to(dev), cfg.lam)
-        if self.rule == "identity":
-            return linalg.isotropic_delta(R, K, cfg.alpha)
-        if self.rule == "projection":
-            proj = linalg.nullspace_projector(C.to(dev), cfg.projection_threshold, cfg.projection_mode)
-            return linalg.alphaedit_delta(R, K, proj.P, None if K_prev is None else K_prev.to(dev), cfg.alpha)
-        raise GeomprobeError(f"unknown update rule {self.rule!r}; use one of {', '.join(RULES)}")
+        return rules.solve(self.rule, R.to(dev), K.to(dev), cfg, None if C is None else C.to(dev),
+                           None if K_prev is None else K_prev.to(dev))
 
     def _spread(self, lm, requests, cfg, layers, history, log, value=None):
         if value is None:
             value = optimize_values(lm, requests, layers[-1], self.mode, cfg.value, seed=cfg.seed, log=log)
-        C = self._covariance(lm, cfg, layers) if self.rule in ("covariance", "projection") else {}
+        C = self._covariance(lm, cfg, layers) if rules.get_rule(self.rule).needs_covariance else {}
         deltas, keys, resids = {}, {}, {}
         for i, layer in enumerate(layers):
             K, H = self._column_reads(lm, requests, value.members, cfg, layer, layers[-1])
@@ -229,8 +180,8 @@ class Editor:
             k, _ = self._column_reads(lm, [r], [[0]], cfg, layer, layer)
             dev = lm.device_of(layer)
             W = lm.weight(layer).detach().float()
-            v_star = W @ k.to(dev)[:, 0] + value.delta.to(dev)[:, 0]  # v* − b = W k* + δ
-            delta = self._filter(cfg, lm, layer, linalg.rome_delta(v_star, k.to(dev)[:, 0], W, C.to(dev)))
+            delta = self._filter(cfg, lm, layer, rules.solve("rank-one", value.delta.to(dev), k.to(dev), cfg,
+                                                             C.to(dev), W=W))
             with torch.no_grad():
                 w = lm.weight(layer)
                 w.copy_((w.float() + delta.to(w.device)).to(w.dtype))
@@ -242,7 +193,7 @@ class Editor:
         return {layer: total}, {layer: torch.cat(ks, 1)}, {layer: torch.cat(rs, 1)}, merged
 
 
-def _check_reusable(value, requests: Sequence[EditRequest], editor: Editor, layer: int) -> None:
+def _check_reusable(value: ValueResult, requests: Sequence[EditRequest], editor: Editor, layer: int) -> None:
     """A reused ValueResult must come from the same requests, grouping and layer."""
     if editor.rule == "rank-one":
         raise GeomprobeError("rome optimises each value on the model edited so far; it cannot reuse targets")
@@ -254,9 +205,7 @@ def _check_reusable(value, requests: Sequence[EditRequest], editor: Editor, laye
                              "optimise them for this batch")
 
 
-def _merge_values(values):
-    from .value import ValueResult
-
+def _merge_values(values: Sequence[ValueResult]) -> ValueResult:
     offset, members = 0, []
     for v in values:
         members.extend(tuple(i + offset for i in m) for m in v.members)

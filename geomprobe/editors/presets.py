@@ -1,5 +1,10 @@
 """Hyperparameter presets per model, as data.
 
+A preset applies to a model by what the model *is*, not by what its folder is called: each entry names the
+``model_type`` and shape (layers, d_model, d_mlp) that :func:`geomprobe.models.load.load_model` records in
+``LM.identity``.  A local copy of SmolLM2-135M under any folder name gets the SmolLM2 preset; an unrelated
+model in a folder named ``smollm2-135m`` does not.
+
 Paper presets (RoSE, App. D; MEMIT reference): 35 steps, lr 0.5, wd 0.5, kl 0.0625, clamp 0.75, layers 4..8
 on 7–8B Qwen2.5 / Llama-3.1, λ 1.5e4.  The toy and SmolLM2 presets come from the layer sweep recorded
 in ``figures/layer_sweep.csv`` / the issue notes (which layers carry the subject).
@@ -7,9 +12,10 @@ in ``figures/layer_sweep.csv`` / the issue notes (which layers carry the subject
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ..models.load import LM
-from .locate import EditorConfig
-from .value import ValueConfig
+from .config import EditorConfig, ValueConfig
 
 PAPER_VALUE = ValueConfig(lr=0.5, steps=35, kl=0.0625, wd=0.5, clamp=0.75)
 
@@ -32,15 +38,44 @@ PRESETS: dict[str, EditorConfig] = {
 }
 
 
-def preset_key(lm: LM) -> str:
-    name = lm.name.rstrip("/").split("/")[-1].lower()
-    return name
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What a preset is keyed by: the fields of ``LM.identity`` that say which model it is."""
+
+    model_type: str
+    n_layers: int
+    d_model: int
+    d_mlp: int
+
+    @classmethod
+    def of(cls, lm: LM) -> "ModelShape":
+        ident = lm.identity
+        return cls(str(ident["model_type"]), int(ident["n_layers"]), int(ident["d_model"]), int(ident["d_mlp"]))
+
+
+#: preset name -> the model it belongs to (checked against ``LM.identity``).
+PRESET_MODELS: dict[str, ModelShape] = {
+    "qwen2.5-7b-instruct": ModelShape("qwen2", 28, 3584, 18944),
+    "llama-3.1-8b-instruct": ModelShape("llama", 32, 4096, 14336),
+    "toy-gpt2": ModelShape("gpt2", 4, 64, 256),
+    "toy-llama": ModelShape("llama", 4, 128, 336),
+    "smollm2-135m": ModelShape("llama", 30, 576, 1536),
+}
+assert set(PRESET_MODELS) == set(PRESETS) and len(set(PRESET_MODELS.values())) == len(PRESET_MODELS)
+
+
+def preset_key(lm: LM) -> str | None:
+    """The name of the preset that belongs to ``lm`` (by ``model_type`` and shape), or None."""
+    shape = ModelShape.of(lm)
+    return next((name for name, s in PRESET_MODELS.items() if s == shape), None)
 
 
 def preset_for(lm: LM) -> EditorConfig:
-    """The preset of ``lm`` by name; otherwise layers at 15–30% depth with MEMIT defaults."""
+    """The preset of ``lm`` (matched by :func:`preset_key`); otherwise layers at 15–30% depth with MEMIT defaults."""
     key = preset_key(lm)
-    if key in PRESETS:
+    if key is not None:
         return PRESETS[key]
     n = lm.n_layers
     lo = max(1, round(0.15 * n))

@@ -11,6 +11,7 @@ import torch
 from ..data.requests import EditRequest
 from ..errors import GeomprobeError, NumericalError
 from ..models.load import LM
+from .config import EditorConfig
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,42 @@ class EditUpdate:
     def __post_init__(self) -> None:
         if tuple(sorted(self.deltas)) != tuple(sorted(self.layers)):
             raise GeomprobeError("EditUpdate.deltas must have one ΔW per edited layer")
+        self._check_shapes()
         for layer, d in self.deltas.items():
             if not torch.isfinite(d).all():
                 raise NumericalError(f"ΔW at layer {layer} holds NaN/Inf; the editor diverged — lower lr or raise lam")
+
+    def _check_shapes(self) -> None:
+        """Shapes across fields: K (m, n) and R (d, n) per layer, z and h (d, n), ΔW (d, m), n = len(columns)."""
+        n = len(self.columns)
+
+        def bad(what: str, shape: tuple, want: str) -> GeomprobeError:
+            return GeomprobeError(f"EditUpdate.{what} is {shape}, not {want} ({n} columns); "
+                                  "build the update from one editor's keys, residuals and targets")
+
+        for name in ("z", "h"):
+            t = getattr(self, name)
+            if t.dim() != 2 or t.shape[1] != n:
+                raise bad(name, tuple(t.shape), "(d, n_columns)")
+        d = self.z.shape[0]
+        if self.h.shape[0] != d:
+            raise bad("h", tuple(self.h.shape), f"({d}, {n}) like z")
+        for layer in self.layers:
+            if layer not in self.keys or layer not in self.resids:
+                raise GeomprobeError(f"EditUpdate has no keys/residuals for edited layer {layer}; "
+                                     "pass keys and resids for every layer")
+            K, R, delta = self.keys[layer], self.resids[layer], self.deltas[layer]
+            if K.dim() != 2 or K.shape[1] != n:
+                raise bad(f"keys[{layer}]", tuple(K.shape), "(m, n_columns)")
+            if R.dim() != 2 or tuple(R.shape) != (d, n):
+                raise bad(f"resids[{layer}]", tuple(R.shape), f"({d}, {n})")
+            if tuple(delta.shape) != (d, K.shape[0]):
+                raise bad(f"deltas[{layer}]", tuple(delta.shape), f"(d, m) = ({d}, {K.shape[0]})")
+
+    def editor_config(self) -> EditorConfig:
+        """The :class:`EditorConfig` the update was computed with, rebuilt from :attr:`hparams`
+        (the value settings included; fields missing from ``hparams`` take their defaults)."""
+        return EditorConfig.from_dict({k: v for k, v in self.hparams.items() if k in EditorConfig.__dataclass_fields__})
 
     def check_model(self, lm: LM) -> None:
         if self.model and self.model.get("config_sha") != lm.identity.get("config_sha"):

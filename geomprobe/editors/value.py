@@ -38,53 +38,15 @@ import torch
 from ..data.forms import Rendered, render, train_prompts
 from ..data.requests import EditRequest
 from ..errors import GeomprobeError, NumericalError
-from ..hooks import add_to_residual, head_only_at, read, resume_from, stop_after
+from ..hooks import add_to_residual, head_only_at, read, resume_from
 from ..models.load import LM
-from ..positions import tokenize
-from ..scoring import TargetBatch, with_targets
+from ..positions import Batch, tokenize
+from ..scoring import TargetBatch, token_logprobs, with_targets
+from .config import CONTEXTS, MODES, Mode, ValueConfig
 from .memory import PeakMemory
 
-MODES = ("per-request", "joint", "hki")
-
-#: Neutral context prefixes (MEMIT averages over context-prefixed copies of each prompt).
-CONTEXTS: tuple[str, ...] = ("{}", "Here is a fact. {}", "I read this somewhere: {}", "Note that {}",
-                             "As everyone knows, {}", "Answer: {}")
-
-
-@dataclass(frozen=True)
-class ValueConfig:
-    """Hyperparameters of value optimisation (MEMIT reference defaults unless noted).
-
-    Attributes:
-        lr: Adam learning rate on ``u`` (δ = u·‖h‖/√d).
-        steps: maximum optimisation steps.
-        kl: weight of the KL term on ``"{subject} is a"``.
-        wd: weight decay on ``‖δ‖/‖h‖²``.
-        clamp: ``‖δ‖ ≤ clamp·‖h‖``.
-        n_contexts: how many of :data:`CONTEXTS` prefix each prompt (1 = the bare prompt).
-        early_stop: stop when every NLL term is below this value.
-        hki_templates: M, templates per relation for HKI leaves.
-        weiszfeld_iters: iterations of the geometric-median estimate.
-        record_every: record per-relation gradients every this many steps (step 0 always).
-        micro_batch: prompt rows per forward/backward (rows are independent, so this bounds memory only).
-    """
-
-    lr: float = 0.5
-    steps: int = 25
-    kl: float = 0.0625
-    wd: float = 0.5
-    clamp: float = 0.75
-    n_contexts: int = 3
-    early_stop: float = 0.05
-    hki_templates: int = 8
-    weiszfeld_iters: int = 10
-    record_every: int = 5
-    micro_batch: int = 32
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.lr <= 0 or not 1 <= self.n_contexts <= len(CONTEXTS):
-            raise GeomprobeError(f"bad value optimisation settings (steps {self.steps}, lr {self.lr}, "
-                                 f"n_contexts {self.n_contexts} of 1..{len(CONTEXTS)}); fix the editor config")
+__all__ = ["CONTEXTS", "MODES", "Mode", "ValueConfig", "ValueResult", "edit_prompts", "geometric_median",
+           "group_names", "optimize_values"]
 
 
 @dataclass(frozen=True)
@@ -114,8 +76,20 @@ class ValueResult:
     relation_grads: dict[int, dict[tuple[str, str], torch.Tensor]] = field(repr=False)
     steps_run: int
     seconds: float
-    mode: str = "per-request"
+    mode: Mode = "per-request"
     peak_memory_mb: float = 0.0
+
+    def __post_init__(self) -> None:
+        n = len(self.groups)
+        if len(self.members) != n:
+            raise GeomprobeError(f"ValueResult has {n} groups but {len(self.members)} member lists; one per group")
+        for name in ("h", "delta"):
+            t = getattr(self, name)
+            if t.dim() != 2 or t.shape[1] != n:
+                raise GeomprobeError(f"ValueResult.{name} is {tuple(t.shape)}, not (d, {n}): one column per group")
+        if self.h.shape != self.delta.shape:
+            raise GeomprobeError(f"ValueResult.h {tuple(self.h.shape)} and delta {tuple(self.delta.shape)} differ; "
+                                 "both are (d, n_groups)")
 
     @property
     def z(self) -> torch.Tensor:
@@ -140,7 +114,7 @@ def edit_prompts(lm: LM, request: EditRequest, n_contexts: int) -> list[Rendered
     return out
 
 
-def _build_rows(lm: LM, requests: Sequence[EditRequest], groups: list[list[int]], mode: str,
+def _build_rows(lm: LM, requests: Sequence[EditRequest], groups: list[list[int]], mode: Mode,
                 cfg: ValueConfig) -> _Rows:
     prompts: list[Rendered] = []
     targets: list[str] = []
@@ -180,10 +154,8 @@ def _chunks(attention_mask: torch.Tensor, size: int, keep: int) -> list[tuple[to
     return [(idx, max(int(lengths[idx].max()), keep)) for idx in order.split(size)]
 
 
-def _take(batch, idx: torch.Tensor, width: int):
+def _take(batch: Batch, idx: torch.Tensor, width: int) -> Batch:
     """Rows ``idx`` of a left-padded batch, trimmed to its last ``width`` columns."""
-    from ..positions import Batch
-
     off = batch.input_ids.shape[1] - width
     i = idx.to(batch.input_ids.device)
     return Batch(batch.input_ids[i, off:], batch.attention_mask[i, off:], batch.position_ids[i, off:],
@@ -191,7 +163,7 @@ def _take(batch, idx: torch.Tensor, width: int):
 
 
 def _rows_loss_and_grad(lm: LM, layer: int, hidden: torch.Tensor, subj: torch.Tensor, row_delta: torch.Tensor,
-                        batch, labels: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+                        batch: Batch, labels: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row NLL (rows,) and its gradient w.r.t. each row's δ (rows, d), resuming from block L+1."""
     row_delta = row_delta.clone().requires_grad_(True)
     rows = torch.arange(len(hidden), device=hidden.device)
@@ -200,10 +172,9 @@ def _rows_loss_and_grad(lm: LM, layer: int, hidden: torch.Tensor, subj: torch.Te
     seq = hidden.shape[1]
     with resume_from(lm, layer + 1, hidden + bump.to(hidden.dtype)), head_only_at(lm, torch.arange(seq - keep, seq)):
         logits = lm.forward(batch)
-    logp = torch.log_softmax(logits.float(), -1)
-    lab = labels.to(logp.device)
+    lab = labels.to(logits.device)
     mask = lab != -100
-    tok_lp = logp.gather(-1, lab.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
+    tok_lp = token_logprobs(logits, lab)
     nll = -(tok_lp.sum(-1) / mask.sum(-1).clamp(min=1))
     (grad,) = torch.autograd.grad(nll.sum(), row_delta)
     return nll.detach().to(row_delta.device), grad.float()
@@ -220,7 +191,7 @@ def geometric_median(points: torch.Tensor, iters: int = 10, eps: float = 1e-8) -
     return y
 
 
-def optimize_values(lm: LM, requests: Sequence[EditRequest], layer: int, mode: str = "per-request",
+def optimize_values(lm: LM, requests: Sequence[EditRequest], layer: int, mode: Mode = "per-request",
                     cfg: ValueConfig = ValueConfig(), seed: int = 0, log=None) -> ValueResult:
     """Optimise the target residual ``z`` at ``layer`` for each group of requests.
 
@@ -240,7 +211,7 @@ def optimize_values(lm: LM, requests: Sequence[EditRequest], layer: int, mode: s
     return replace(result, peak_memory_mb=mem.peak_mb)
 
 
-def group_names(requests: Sequence[EditRequest], mode: str) -> tuple[list[str], list[list[int]]]:
+def group_names(requests: Sequence[EditRequest], mode: Mode) -> tuple[list[str], list[list[int]]]:
     """Column names and member indices: one per request (``per-request``) or per subject (``joint``/``hki``)."""
     if mode == "per-request":
         return ([r.case_id or f"{r.subject}/{r.relation}/{i}" for i, r in enumerate(requests)],
@@ -261,7 +232,7 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
     # h: residual after block L at the subject's last token, per row and per group
     # The residual after block L does not depend on δ: keep it, and resume every step from block L+1.
     # (stopping after block L: the rest of the network, and logits of every row and position, are not needed)
-    with torch.no_grad(), read(lm, [layer], ("resid",)) as r, stop_after(lm, layer):
+    with torch.no_grad(), read(lm, [layer], ("resid",), stop=True) as r:
         lm.forward(tb.batch)
     hidden = r["resid"][layer]  # (rows, seq, d), model dtype
     rows_all = torch.arange(len(hidden), device=hidden.device)
@@ -294,6 +265,8 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
     losses: list[float] = []
     recorded: dict[int, dict[tuple[str, str], torch.Tensor]] = {}
     steps_run = 0
+    from ..progress import progress as _progress
+    bar = _progress(cfg.steps, f"value optimisation L{layer} ({mode}, {n_groups} targets)", "step")
     for step in range(cfg.steps):
         steps_run = step + 1
         delta = u * scale[:, None]  # (groups, d)
@@ -331,6 +304,8 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
             grad_delta[g] = torch.stack(gr).mean(0) if mode == "hki" else torch.stack(gr).sum(0)
         n_rel = torch.tensor([sum(1 for (gg, _) in rel_grads if gg == g) for g in range(n_groups)], device=device)
         losses.append(float((group_loss / n_rel).mean()))
+        bar.update()
+        bar.set(nll=f"{losses[-1]:.3f}")
         if step % cfg.record_every == 0 or step == cfg.steps - 1:
             recorded[step] = {(requests[groups[g][0]].subject, rel): v.detach().cpu()
                               for (g, rel), v in rel_grads.items()}
@@ -359,6 +334,7 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
             u.mul_(torch.where(norms > max_u, max_u / norms, torch.ones_like(norms)))
         if log is not None:
             log(f"step {step}: nll {losses[-1]:.3f}")
+    bar.close()
     delta = (u * scale[:, None]).detach()
     if not torch.isfinite(delta).all():
         raise NumericalError("value optimisation produced non-finite targets; lower lr or use float32")

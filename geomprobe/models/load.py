@@ -10,13 +10,14 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from ..errors import ArchSpecError, GeomprobeError, ModelLoadError
+from ..positions import tokenize
 from .arch import ArchSpec, spec_for, spec_from_template
 from .builtin import BUILTIN, resolve_builtin
 
@@ -24,9 +25,11 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "float16": torch.float16, "fp16": torch.float16}
 
 
-@dataclass
+@dataclass(frozen=True)
 class LM:
     """A loaded model: HF model + tokenizer + ArchSpec, with accessors for the rewrite modules.
+
+    Frozen: :func:`load_model` measures everything (identity, block output arity) before building it.
 
     Attributes:
         model: the HF causal LM, in eval mode, parameters frozen.
@@ -34,6 +37,8 @@ class LM:
         spec: where layers and rewrite modules live.
         name: what it was loaded from (built-in name, path or HF id).
         identity: a fingerprint of the model (name, config hash, weight checksum) for caches.
+        block_tuple_len: length of the tuple a decoder block returns (0: a bare tensor); resuming a
+            forward (:func:`geomprobe.hooks.resume_from`) mimics it.
     """
 
     model: nn.Module
@@ -104,10 +109,10 @@ class LM:
     def bias(self, layer: int) -> torch.Tensor | None:
         return getattr(self.rewrite_module(layer), "bias", None)
 
-    def forward(self, batch: Any, **kwargs: Any) -> torch.Tensor:
+    def forward(self, batch: Any) -> torch.Tensor:
         """Logits (batch, seq, vocab) for a :class:`~geomprobe.positions.Batch`."""
         inputs = {k: v.to(self.input_device) for k, v in batch.inputs().items()}
-        return self.model(**inputs, use_cache=False, **kwargs).logits
+        return self.model(**inputs, use_cache=False).logits
 
 
 def _dtype(dtype: Any) -> torch.dtype | None:
@@ -186,12 +191,13 @@ def load_model(name_or_path: str, dtype: Any = None, device: Any = None, device_
         spec = rewrite
     else:
         spec = spec_from_template(model_type, rewrite) if rewrite else spec_for(model_type)
-    lm = LM(model=model, tokenizer=tokenizer, spec=spec, name=str(name_or_path))
-    _check_layout(lm)
-    lm.identity = _identity(lm, source)
-    if validate:
-        validate_spec(lm)
-    return lm
+    # a provisional view for the checks below; the LM handed out is built once everything is measured
+    probe = LM(model=model, tokenizer=tokenizer, spec=spec, name=str(name_or_path))
+    _check_layout(probe)
+    identity = _identity(probe, source)
+    tuple_len = validate_spec(probe) if validate else _block_tuple_len(probe)
+    return LM(model=model, tokenizer=tokenizer, spec=spec, name=str(name_or_path), identity=identity,
+              block_tuple_len=tuple_len)
 
 
 def _check_layout(lm: LM) -> None:
@@ -219,21 +225,31 @@ def _identity(lm: LM, source: str) -> dict:
             "d_model": lm.d_model, "d_mlp": lm.d_mlp, "config_sha": cfg_hash, "weight_checksum": w_sum}
 
 
-def validate_spec(lm: LM, text: str = "The quick brown fox jumps over the lazy dog") -> None:
-    """One probe forward: at the first and last layer, ``W k + b`` must reproduce the module output.
+_PROBE_TEXT = "The quick brown fox jumps over the lazy dog"
 
-    Also records whether decoder blocks return tuples (needed to resume a forward).
+
+def _probe_forward(lm: LM, layers: Sequence[int], text: str) -> tuple[dict, dict, int]:
+    """One forward of ``text``: keys and values of the rewrite modules at ``layers`` (full sequences), and
+    the length of the tuple block 0 returns (0 for a bare tensor).
+
+    Hooks are registered here directly (not through :mod:`geomprobe.hooks`, which builds on this module)
+    and always removed.
     """
-    from ..hooks import read
-    from ..positions import tokenize
-
     batch = tokenize(lm.tokenizer, [text])
-    layers = sorted({0, lm.n_layers - 1})
-    tuple_len = []
-    handle = lm.layer_module(0).register_forward_hook(
-        lambda m, i, o: tuple_len.append(len(o) if isinstance(o, tuple) else 0))
+    keys: dict[int, torch.Tensor] = {}
+    values: dict[int, torch.Tensor] = {}
+    tuple_len: list[int] = []
+
+    def on_rewrite(mod, inp, out, layer):
+        keys[layer], values[layer] = inp[0].detach(), out.detach()
+
+    handles = [lm.layer_module(0).register_forward_hook(
+        lambda m, i, o: tuple_len.append(len(o) if isinstance(o, tuple) else 0))]
     try:
-        with torch.no_grad(), read(lm, layers, kinds=("key", "value")) as reads:
+        for layer in layers:
+            handles.append(lm.rewrite_module(layer).register_forward_hook(
+                lambda m, i, o, layer=layer: on_rewrite(m, i, o, layer)))
+        with torch.no_grad():
             lm.forward(batch)
     except ArchSpecError:
         raise
@@ -241,8 +257,26 @@ def validate_spec(lm: LM, text: str = "The quick brown fox jumps over the lazy d
         raise ArchSpecError(f"probe forward failed for model_type {lm.spec.model_type!r} ({type(e).__name__}: "
                             f"{str(e)[:120]}); check the ArchSpec entry or pass rewrite=...") from None
     finally:
-        handle.remove()
-    lm.block_tuple_len = tuple_len[0] if tuple_len else 0
+        for h in handles:
+            h.remove()
+    return keys, values, (tuple_len[0] if tuple_len else 0)
+
+
+def _block_tuple_len(lm: LM) -> int:
+    """Whether (and how long a tuple) decoder blocks return — needed to resume a forward."""
+    return _probe_forward(lm, [], _PROBE_TEXT)[2]
+
+
+def validate_spec(lm: LM, text: str = _PROBE_TEXT) -> int:
+    """One probe forward: at the first and last layer, ``W k + b`` must reproduce the module output.
+
+    Returns:
+        the length of the tuple a decoder block returns (0: a bare tensor), needed to resume a forward;
+        :func:`load_model` stores it as ``LM.block_tuple_len``.
+    """
+    layers = sorted({0, lm.n_layers - 1})
+    keys, values, tuple_len = _probe_forward(lm, layers, text)
+    reads = {"key": keys, "value": values}
     hidden = int(lm.model.config.get_text_config().hidden_size)
     if lm.d_model != hidden:
         raise ArchSpecError(f"{lm.spec.rewrite_name(0)} outputs {lm.d_model} features but the residual stream has "
@@ -264,3 +298,4 @@ def validate_spec(lm: LM, text: str = "The quick brown fox jumps over the lazy d
         if not torch.isfinite(err) or err > tol:
             raise ArchSpecError(f"W k + b does not reproduce the output of {lm.spec.rewrite_name(layer)} "
                                 f"(relative error {float(err):.2e}); fix the ArchSpec entry (layout {lm.spec.layout!r})")
+    return tuple_len

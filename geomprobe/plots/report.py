@@ -20,11 +20,25 @@ def _maybe_log(ax, values) -> None:
         ax.set_yscale("log")
 
 
+def request_names(df: pd.DataFrame) -> dict[str, str]:
+    """``{case_id: what a person reads}``: the ``label`` column (``subject · relation``) where there is one,
+    else ``subject · relation`` from those columns, else the case id."""
+    out: dict[str, str] = {}
+    for _, row in df.drop_duplicates("case_id").iterrows():
+        label = row.get("label")
+        if not isinstance(label, str) or not label:
+            subj, rel = row.get("subject"), row.get("relation")
+            label = f"{subj} · {rel}" if isinstance(subj, str) and isinstance(rel, str) else str(row["case_id"])
+        out[row["case_id"]] = label
+    return out
+
+
 def plot_diagnose(df: pd.DataFrame):
     """Δ of the update per request and form (bars), the covariance / isotropic Δ on the same K, R (markers)
     and the request's ρ (black dash): a bar above its dash drifts past the tolerance radius.
 
-    Columns: ``case_id, form, delta, delta_covariance, delta_identity, rho, success_after, editor``.
+    Columns: ``case_id, form, delta, delta_covariance, delta_identity, rho, success_after, editor`` and, when
+    present, ``label`` (``subject · relation``), which names the requests on the x axis.
     """
     import matplotlib.pyplot as plt
 
@@ -64,7 +78,9 @@ def plot_diagnose(df: pd.DataFrame):
         vals.append(rho)
     rho0 = {c for c in cases if (pd.to_numeric(d[d["case_id"] == c]["rho"], errors="coerce") == 0).any()}
     ax.set_xticks(range(len(cases)))
-    ax.set_xticklabels([f"{c}\n(ρ = 0)" if c in rho0 else c for c in cases], rotation=20 if len(cases) > 3 else 0, ha="right" if len(cases) > 3 else "center")
+    names = request_names(d)
+    ax.set_xticklabels([f"{names[c]}\n(ρ = 0)" if c in rho0 else names[c] for c in cases],
+                       rotation=20 if len(cases) > 3 else 0, ha="right" if len(cases) > 3 else "center")
     ax.set_ylabel("Δ, ρ (residual-norm units)")
     _maybe_log(ax, vals)
     over = int((pd.to_numeric(d["delta"], errors="coerce") > pd.to_numeric(d["rho"], errors="coerce")).sum())
@@ -178,4 +194,4 @@ def plot_compare_metrics(df: pd.DataFrame):
     return fig
 
 
-__all__ = ["plot_compare_deviation", "plot_compare_metrics", "plot_diagnose"]
+__all__ = ["plot_compare_deviation", "plot_compare_metrics", "plot_diagnose", "request_names"]

@@ -1,25 +1,13 @@
 """Evaluation-family figures: main-results bars and table, ablation, declarative results, edit overhead,
 near-duplicate subjects, sequential edits (RoSE Tab. 1, Fig. 6, 15, 16, 18, 20).
 
-Every plot function takes a tidy DataFrame and returns a matplotlib Figure.  :func:`form_scores` turns
-:func:`geomprobe.evaluate.evaluate` rows into the paper's per-form table (tidy), and
-:func:`results_markdown` renders that table as Markdown.
-
-**Per-form metrics** (what :func:`form_scores` reports, in percent, each request weighing the same):
-
-* ``declarative``: efficacy = the edit prompt itself, paraphrase = the request's declarative paraphrases,
-  locality = the declarative neighbourhood prompts;
-* ``question`` / ``instruction``: efficacy = the first held-out query of that form (``prompt_idx`` 0),
-  paraphrase = the other held-out queries of that form (rephrasings of the same question), locality =
-  the neighbourhood prompts rendered in that form.  This is the paper's reading of Tab. 1, where
-  "efficacy" and "paraphrase" are measured "in the same linguistic form" as the query;
-* ``overall`` = the arithmetic mean of efficacy, paraphrase and locality (as RoSE Tab. 1 reports it; NaN
-  when one of them is missing).
+Every plot function takes ready tables (per-form scores from :func:`geomprobe.tables.form_scores`, breach shares
+from :func:`geomprobe.tables.breach_table`) and returns a matplotlib Figure; :func:`results_markdown` renders a
+per-form score table as Markdown.
 """
 
 from __future__ import annotations
 
-import math
 import textwrap
 from collections.abc import Sequence
 
@@ -27,83 +15,17 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..tables import FORM_ORDER, METRICS
 from .style import editor_color, setup
 
-FORM_ORDER: tuple[str, ...] = ("instruction", "question", "declarative")
-METRICS: tuple[str, ...] = ("efficacy", "paraphrase", "locality", "overall")
 PROTOCOL_LABEL = {"prob": "MEMIT-style P(new) > P(true)", "token_acc": "EasyEdit-style token accuracy"}
-SCORE_COLUMNS = ("protocol", "form", "metric", "value", "n_requests")
 
 
-# --------------------------------------------------------------------------- data shaping
-
-
-def _mean_per_request(rows: pd.DataFrame) -> tuple[float, int]:
-    if rows.empty:
-        return math.nan, 0
-    key = "request" if "request" in rows.columns else "case_id"
-    per = rows.groupby(key)["value"].mean()
-    return float(per.mean() * 100.0), int(len(per))
-
-
-def form_scores(ev: pd.DataFrame, by: Sequence[str] = ("editor",),
-                forms: Sequence[str] = FORM_ORDER) -> pd.DataFrame:
-    """Per-form efficacy / paraphrase / locality / overall (percent) from :func:`evaluate` rows.
-
-    Args:
-        ev: rows of :func:`geomprobe.evaluate.evaluate` (plus the ``by`` columns).
-        by: grouping columns kept in the output (e.g. ``editor``, ``n_edits``).
-        forms: forms to report.
-
-    Returns:
-        tidy DataFrame: ``*by, protocol, form, metric, value, n_requests`` (``value`` in percent).
-    """
-    by = [c for c in by if c in ev.columns]
-    rows = []
-    for keys, g in ev.groupby([*by, "protocol"], sort=False):
-        keys = keys if isinstance(keys, tuple) else (keys,)
-        base = dict(zip([*by, "protocol"], keys))
-        for form in forms:
-            if form == "declarative":
-                parts = {"efficacy": g[(g["form"] == "declarative") & (g["metric"] == "efficacy")],
-                         "paraphrase": g[(g["form"] == "paraphrase") & (g["metric"] == "paraphrase")]}
-            else:
-                gen = g[(g["form"] == form) & (g["metric"] == "generalization")]
-                parts = {"efficacy": gen[gen["prompt_idx"] == 0], "paraphrase": gen[gen["prompt_idx"] > 0]}
-            parts["locality"] = g[(g["form"] == form) & (g["metric"] == "locality")]
-            vals = {m: _mean_per_request(sub) for m, sub in parts.items()}
-            if all(n == 0 for _, n in vals.values()):
-                continue
-            three = [vals[m][0] for m in ("efficacy", "paraphrase", "locality")]
-            overall = float(np.mean(three)) if all(np.isfinite(three)) else math.nan
-            n_max = max(n for _, n in vals.values())
-            vals["overall"] = (overall, n_max if np.isfinite(overall) else 0)
-            for m in METRICS:
-                rows.append({**base, "form": form, "metric": m, "value": vals[m][0], "n_requests": vals[m][1]})
-    return pd.DataFrame(rows, columns=[*by, *SCORE_COLUMNS])
-
-
-def score(df: pd.DataFrame, editor: str, metric: str = "efficacy", form: str = "instruction",
-          protocol: str = "prob", **where) -> float:
-    """One number from a :func:`form_scores` table (NaN when absent)."""
-    sel = (df["editor"] == editor) & (df["metric"] == metric) & (df["form"] == form) & (df["protocol"] == protocol)
-    for k, v in where.items():
-        sel &= df[k] == v
-    vals = df.loc[sel, "value"].dropna()
-    return float(vals.iloc[0]) if len(vals) else math.nan
+# --------------------------------------------------------------------------- text
 
 
 def fmt(x: float, digits: int = 1) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
-
-
-def compare(a: float, b: float, name_a: str, name_b: str, tol: float = 0.05) -> str:
-    """``"rose beats memit-merge"`` / ``"ties"`` / ``"trails"``, or ``"cannot be compared"`` with a NaN."""
-    if not (np.isfinite(a) and np.isfinite(b)):
-        return f"{name_a} vs {name_b} cannot be compared"
-    if abs(a - b) <= tol:
-        return f"{name_a} ties {name_b}"
-    return f"{name_a} {'beats' if a > b else 'trails'} {name_b}"
 
 
 def results_markdown(df: pd.DataFrame, title: str = "Main results",
@@ -227,13 +149,13 @@ def plot_overhead(df: pd.DataFrame, title: str | None = None):
     return fig
 
 
-def plot_similar_subjects(df: pd.DataFrame, title: str | None = None, layer: int | None = None):
+def plot_similar_subjects(df: pd.DataFrame, breach: pd.DataFrame, title: str | None = None,
+                          layer: int | None = None):
     """Left: key cosines of near-duplicate subject pairs vs different-subject pairs (per form).
     Right: locality breach on the near-duplicate subject's prompts vs on unrelated prompts, per editor.
 
-    ``df`` rows: ``kind`` ``key_cosine`` (``pair_kind`` near-duplicate / different-subject, ``form``, ``value``) and
-    ``kind`` ``breach`` (``editor``, ``probe`` near-duplicate / unrelated, ``metric`` breach_prob, ``value``
-    in [0, 1], optional ``n_prompts`` weights: bars show the share of prompts).
+    ``df`` rows: ``kind`` ``key_cosine`` (``pair_kind`` near-duplicate / different-subject, ``form``, ``value``).
+    ``breach``: ``editor, probe, value`` (percent of prompts breached, :func:`geomprobe.tables.breach_table`).
     """
     setup()
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(6.8, 2.7), gridspec_kw={"width_ratios": [1, 1.5]})
@@ -258,17 +180,13 @@ def plot_similar_subjects(df: pd.DataFrame, title: str | None = None, layer: int
     ax0.legend(frameon=False, loc="lower left", fontsize=6)
     ax0.set_title("keys (bar = mean)", fontsize=7.5)
 
-    br = df[(df["kind"] == "breach") & (df["metric"] == "breach_prob")]
-    editors = list(dict.fromkeys(br["editor"]))
+    editors = list(dict.fromkeys(breach["editor"]))
     probes = [("near-duplicate", "prompt of the near-duplicate subject", None),
               ("unrelated", "unrelated-subject prompt", "////")]
     width = 0.38
     for j, (probe, lab, hatch) in enumerate(probes):
-        vals = []
-        for ed in editors:
-            v = br[(br["editor"] == ed) & (br["probe"] == probe)].dropna(subset=["value"])
-            w = v["n_prompts"].astype(float) if "n_prompts" in v else pd.Series(1.0, index=v.index)
-            vals.append(float((v["value"] * w).sum() / w.sum() * 100) if len(v) and w.sum() > 0 else np.nan)
+        share = breach[breach["probe"] == probe].set_index("editor")["value"]
+        vals = [float(share.get(ed, np.nan)) for ed in editors]
         pos = np.arange(len(editors)) + (j - 0.5) * width
         bars = ax1.bar(pos, np.nan_to_num(vals), width * 0.9, color=[editor_color(e) for e in editors],
                        hatch=hatch, edgecolor="white" if hatch else "none", lw=0, alpha=1.0 if j == 0 else 0.55)
@@ -328,5 +246,5 @@ def plot_sequential(df: pd.DataFrame, metrics: Sequence[str] = METRICS, form: st
     return fig
 
 
-__all__ = ["FORM_ORDER", "METRICS", "PROTOCOL_LABEL", "compare", "fmt", "form_scores", "plot_metric_bars",
-           "plot_overhead", "plot_sequential", "plot_similar_subjects", "results_markdown", "score"]
+__all__ = ["PROTOCOL_LABEL", "fmt", "plot_metric_bars", "plot_overhead", "plot_sequential", "plot_similar_subjects",
+           "results_markdown", "wrap"]

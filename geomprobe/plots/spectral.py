@@ -13,8 +13,6 @@ from .style import FORM_COLORS, OKABE_ITO, editor_color, setup
 
 #: whitened-similarity variants, in display order
 VARIANTS = ("paraphrase", "long-context", "other-subject")
-#: ability metrics of the spectral-energy figure and whether higher is better
-ABILITY_METRICS = {"perplexity": False, "true_token_acc": True, "true_prob": True}
 METRIC_COLORS = {"cosine": "#56B4E9", "whitened_similarity": "#D55E00"}
 
 
@@ -54,24 +52,14 @@ def plot_key_orthogonality(df: pd.DataFrame, edit_layer: int | None = None, titl
 
 
 # ---- RoSE Fig. 3 / 9 --------------------------------------------------------------------------------
-def conflict_matrix(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Symmetric relation × relation mean conflict (over subjects) and the number of subjects per cell."""
-    rels = list(dict.fromkeys(list(df["relation_a"]) + list(df["relation_b"])))
-    a = pd.concat([df[["relation_a", "relation_b", "value"]],
-                   df[["relation_b", "relation_a", "value"]].set_axis(["relation_a", "relation_b", "value"], axis=1)])
-    g = a.groupby(["relation_a", "relation_b"])["value"]
-    mean = g.mean().unstack().reindex(index=rels, columns=rels)
-    count = g.count().unstack().reindex(index=rels, columns=rels).fillna(0).astype(int)
-    return mean, count
-
-
-def plot_gradient_conflict(df: pd.DataFrame, title: str | None = None):
-    """Heatmap of the step-0 conflict score (relation × relation, mean over subjects, with counts) and the
-    mean ± sd along optimisation."""
+def plot_gradient_conflict(matrix: pd.DataFrame, counts: pd.DataFrame, per_step: pd.DataFrame,
+                           editor: str | None = None, title: str | None = None):
+    """Heatmap of the first step's conflict score (relation × relation ``matrix``, mean over subjects, with the
+    subject ``counts``; :func:`geomprobe.tables.conflict_matrix`) and the mean ± sd along optimisation
+    (``per_step``: ``step, mean, std``; :func:`geomprobe.tables.conflict_by_step`)."""
     setup()
-    steps = sorted(df["step"].unique())
-    s0 = df[df["step"] == steps[0]]
-    M, N = conflict_matrix(s0)
+    M, N = matrix, counts
+    steps = sorted(per_step["step"].unique())
     n = len(M)
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(6.4, 2.9), gridspec_kw={"width_ratios": [1.35, 1]})
     vals = np.array(M.to_numpy(dtype=float), copy=True)
@@ -92,11 +80,11 @@ def plot_gradient_conflict(df: pd.DataFrame, title: str | None = None):
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="conflict 1 − |cos(gᵢ, gⱼ)|")
     ax.set_title(f"step {int(steps[0])}: mean over subjects", fontsize=7.5)
 
-    per = df.groupby("step")["value"].agg(["mean", "std", "count"]).reset_index()
-    c = editor_color(str(df["editor"].iloc[0])) if "editor" in df else OKABE_ITO[1]
+    per = per_step
+    c = editor_color(str(editor)) if editor is not None else OKABE_ITO[1]
     ax2.axhspan(0.85, 0.90, color="0.6", alpha=0.2, lw=0, label="paper (0.85-0.90)")
     ax2.errorbar(per["step"], per["mean"], yerr=per["std"].fillna(0), color=c, marker="o", ms=3, capsize=2, lw=1.2,
-                 label=f"{df['editor'].iloc[0] if 'editor' in df else 'joint'} (mean ± sd)")
+                 label=f"{editor if editor is not None else 'joint'} (mean ± sd)")
     ax2.set_ylim(0, 1.05)
     ax2.set_xlabel("value-optimisation step")
     ax2.set_ylabel("gradient-conflict score")
@@ -260,29 +248,11 @@ def plot_spectral_drift(df: pd.DataFrame, title: str | None = None):
 
 
 # ---- REVIVE: spectral energy -----------------------------------------------------------------------
-def retained(df: pd.DataFrame) -> pd.DataFrame:
-    """Share of ability kept at each percent, per ability metric: (s(p) − s(0)) / (s(100) − s(0)) with
-    s = −log perplexity or the accuracy / probability; 0 = the edit layers zeroed, 1 = the full model."""
-    rows = []
-    for metric, higher in ABILITY_METRICS.items():
-        d = df[df["metric"] == metric].groupby("percent")["value"].mean()
-        if d.empty or 0 not in d.index or 100 not in d.index:
-            continue
-        s = d if higher else -np.log(d.clip(lower=1e-30))
-        span = s[100] - s[0]
-        for p, v in s.items():
-            # a full model no better than the zeroed layers gives no scale to measure a share on
-            rows.append({"metric": metric, "percent": p, "retained": float((v - s[0]) / span) if span > 1e-12
-                         else np.nan})
-    return pd.DataFrame(rows, columns=["metric", "percent", "retained"])
-
-
-def plot_spectral_energy(df: pd.DataFrame, title: str | None = None):
-    """(a) retained share of ability and spectral-energy share vs top-p% singular components kept (REVIVE's
-    62.6% at 5% marked); (b) the raw perplexity and true-fact numbers."""
+def plot_spectral_energy(df: pd.DataFrame, ret: pd.DataFrame, title: str | None = None):
+    """(a) retained share of ability (``ret``: :func:`geomprobe.tables.retained`) and spectral-energy share vs
+    top-p% singular components kept (REVIVE's 62.6% at 5% marked); (b) the raw perplexity and true-fact numbers."""
     setup()
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(6.8, 2.7))
-    ret = retained(df)
     names = {"perplexity": "ability (perplexity)", "true_token_acc": "true-fact token acc",
              "true_prob": "P(true answer)"}
     colors = {"perplexity": "#0072B2", "true_token_acc": "#009E73", "true_prob": "#CC79A7"}

@@ -1,20 +1,8 @@
 """Tolerance-radius / activation-deviation figures (RoSE Fig. 2a/8, 2b/10, 7, 12, 17, 19).
 
-All functions read one tidy layout (written by :func:`tidy_radius` / :func:`tidy_deviation` from the probe
-DataFrames, and read back from CSV by ``geomprobe figures --replot``):
-
-``model, editor, rule, form, case_id, subject, relation, prompt_idx, layer, metric, value, value_rel, h_norm,
-rho, rho_from, predicted, status, safe, step`` plus the sweep columns ``sweep_layer`` (Fig. 12) or
-``hki_templates`` (Fig. 19).
-
-* ``metric == "tolerance_radius"``: one row per request; ``value`` = ρ of the optimised value on the
-  declarative edit prompt (residual-norm units at the last edit layer), ``value_rel`` = ρ/‖h‖,
-  ``predicted`` 1 when the unperturbed value predicts the target, ``status`` one of :data:`STATUS`
-  (``"not predicted"``: the edit itself failed and ρ = 0 means "undefined", not "collapsed").
-* ``metric == "activation_deviation"``: one row per (request, form prompt, update rule); ``value`` = Δ =
-  ‖ΔW_L Δk‖ in the same units; ``rho`` / ``predicted`` / ``status`` repeat the request's ρ row (measured on
-  ``rho_from``'s optimised values); ``safe`` = 1 when Δ < ρ.
-* ``metric == "edit_seconds"``: one row per edit (Fig. 19), ``value`` = wall time of the edit in seconds.
+All functions draw one tidy layout, built by :func:`geomprobe.tables.tidy_radius` /
+:func:`geomprobe.tables.tidy_deviation` from the probe DataFrames (see :mod:`geomprobe.tables` for its columns)
+and read back from CSV by ``geomprobe figures --replot``.
 """
 
 from __future__ import annotations
@@ -26,17 +14,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Patch
 
+from ..tables import (COLLAPSED, DEV, FEW, SECONDS, flag, median_iqr, predicted_count, predicted_radii, quartiles,
+                      radius_rows, safe_share)
 from .style import EDITOR_COLORS, editor_color, setup
-
-RHO, DEV, SECONDS = "tolerance_radius", "activation_deviation", "edit_seconds"
-#: status of a request's ρ
-MEASURED, COLLAPSED, NOT_PREDICTED = "measured", "collapsed", "not predicted"
-STATUS = (MEASURED, COLLAPSED, NOT_PREDICTED)
-#: rule of the ρ rows (ρ belongs to the optimised value, not to an update rule)
-NO_RULE = "-"
-
-TIDY_COLUMNS = ("model", "editor", "rule", "form", "case_id", "subject", "relation", "prompt_idx", "layer", "metric",
-                "value", "value_rel", "h_norm", "rho", "rho_from", "predicted", "status", "safe", "step")
 
 #: colour of an update rule = the colour of the editor that made it famous
 RULE_COLORS = {"covariance": EDITOR_COLORS["memit-merge"], "identity": EDITOR_COLORS["rose"],
@@ -49,99 +29,7 @@ DELTA_LABEL = "Δ = ‖ΔW Δk‖ (residual-norm units)"
 RHO_LABEL = "ρ (residual-norm units)"
 
 
-# ---- data helpers (pure pandas; the analyses build the tidy layout with them) ------------------------------
-def flag(s: pd.Series) -> pd.Series:
-    """A 0/1 / bool / "True" column as bool, NaN as False (CSV round trip safe)."""
-    def one(x) -> bool:
-        if x is None or (isinstance(x, float) and np.isnan(x)):
-            return False
-        if isinstance(x, str):
-            return x.strip().lower() in ("1", "1.0", "true", "yes")
-        return bool(x)
-
-    return s.map(one).astype(bool)
-
-
-def _case(df: pd.DataFrame) -> pd.Series:
-    cid = df["case_id"] if "case_id" in df else pd.Series([None] * len(df), index=df.index)
-    fallback = df["subject"].astype(str) + "/" + df["relation"].astype(str)
-    return cid.where(cid.notna(), fallback).astype(str)
-
-
-def tidy_radius(tol: pd.DataFrame, model: str, editor: str | None = None, rho_from: str | None = None,
-                **extra) -> pd.DataFrame:
-    """ρ rows in the tidy layout from :func:`geomprobe.probes.tolerance_radius` output.
-
-    Args:
-        tol: the probe's DataFrame (one row per request).
-        model: model name.
-        editor: editor to file the rows under (default: the probe's); ``rho_from`` the editor whose optimised
-            values were measured (default: the same).
-        extra: constant columns (``sweep_layer=3``...).
-    """
-    pred = flag(tol["predicted"])
-    status = np.where(~pred, NOT_PREDICTED, np.where(tol["value"] < tol["step"], COLLAPSED, MEASURED))
-    src = rho_from or (str(tol["editor"].iloc[0]) if len(tol) else "")
-    out = pd.DataFrame({
-        "model": model, "editor": editor or tol["editor"], "rule": NO_RULE, "form": tol["form"],
-        "case_id": _case(tol), "subject": tol["subject"], "relation": tol["relation"], "prompt_idx": 0,
-        "layer": tol["layer"], "metric": RHO, "value": tol["value"], "value_rel": tol["value_rel"],
-        "h_norm": tol["h_norm"], "rho": tol["value"], "rho_from": src, "predicted": pred.astype(int),
-        "status": status, "safe": np.nan, "step": tol["step"],
-    })
-    for k, v in extra.items():
-        out[k] = v
-    return out
-
-
-def tidy_deviation(dev: pd.DataFrame, tol: pd.DataFrame, model: str, rho_from: str | None = None,
-                   **extra) -> pd.DataFrame:
-    """Δ rows in the tidy layout from :func:`geomprobe.probes.activation_deviation` output, each joined with
-    its request's ρ from ``tol`` (the tolerance probe on the same requests)."""
-    rho = tidy_radius(tol, model, rho_from=rho_from).set_index("case_id")
-    case = _case(dev)
-    get = lambda col: case.map(rho[col]).to_numpy()  # noqa: E731
-    r = get("rho").astype(float)
-    out = pd.DataFrame({
-        "model": model, "editor": dev["editor"], "rule": dev["rule"], "form": dev["form"], "case_id": case,
-        "subject": dev["subject"], "relation": dev["relation"], "prompt_idx": dev["prompt_idx"],
-        "layer": dev["layer"], "metric": DEV, "value": dev["value"],
-        "value_rel": dev["value"].to_numpy() / get("h_norm").astype(float), "h_norm": get("h_norm"), "rho": r,
-        "rho_from": get("rho_from"), "predicted": get("predicted"), "status": get("status"),
-        "safe": np.where(np.isnan(r), np.nan, (dev["value"].to_numpy() < r).astype(float)), "step": get("step"),
-    })
-    for k, v in extra.items():
-        out[k] = v
-    return out
-
-
-def radius_rows(df: pd.DataFrame, editor: str | None = None) -> pd.DataFrame:
-    d = df[df["metric"] == RHO]
-    return d if editor is None else d[d["editor"] == editor]
-
-
-def predicted_radii(df: pd.DataFrame, column: str = "value") -> np.ndarray:
-    """ρ values (``column``) of the requests whose optimised value predicts the target."""
-    d = df[df["metric"] == RHO] if "metric" in df else df
-    return d.loc[flag(d["predicted"]), column].astype(float).to_numpy()
-
-
-def quartiles(values) -> tuple[float, float, float] | None:
-    """(q25, median, q75) of finite values, None when there are none."""
-    v = np.asarray(values, dtype=float)
-    v = v[np.isfinite(v)]
-    if not len(v):
-        return None
-    q = np.percentile(v, [25, 50, 75])
-    return float(q[0]), float(q[1]), float(q[2])
-
-
-def safe_share(dev: pd.DataFrame) -> float:
-    """Share of Δ rows with Δ < ρ among the prompts of requests whose value predicts the target (NaN if none)."""
-    d = dev[flag(dev["predicted"])] if len(dev) else dev
-    return float(flag(d["safe"]).mean()) if len(d) else float("nan")
-
-
+# ---- labels ----------------------------------------------------------------------------------------------
 def pct(x: float) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{100 * x:.0f}%"
 
@@ -156,16 +44,6 @@ def fmt(x: float, digits: int = 2) -> str:
     if x is None or not np.isfinite(x):
         return "n/a"
     return f"{x:.{digits}f}" if abs(x) < 10 else f"{x:.0f}" if abs(x) >= 100 else f"{x:.1f}"
-
-
-def predicted_count(df: pd.DataFrame) -> tuple[int, int]:
-    """(requests predicted, requests) among ρ rows."""
-    d = radius_rows(df)
-    return int(flag(d["predicted"]).sum()), len(d)
-
-
-#: below this many predicted requests a title says its comparison rests on few requests
-FEW = 3
 
 
 def few_note(df: pd.DataFrame) -> str:
@@ -353,11 +231,6 @@ def plot_restoration(df: pd.DataFrame, forms: Sequence[str] = ("question", "inst
 
 
 # ---- Fig. 12 -----------------------------------------------------------------------------------------------
-def _median_iqr(d: pd.DataFrame, by: str, values: str = "value") -> pd.DataFrame:
-    g = d.groupby(by)[values]
-    return pd.DataFrame({"q25": g.quantile(0.25), "med": g.median(), "q75": g.quantile(0.75)})
-
-
 def plot_layer_sensitivity(df: pd.DataFrame, rules: Sequence[str] = ("covariance", "identity"),
                            forms: Sequence[str] = ("question", "instruction"), title: str | None = None):
     """ρ (median + IQR of predicted requests) and Δ per rule (median + IQR) against the last edit layer, one
@@ -370,7 +243,7 @@ def plot_layer_sensitivity(df: pd.DataFrame, rules: Sequence[str] = ("covariance
     fig, axes = plt.subplots(1, len(forms), figsize=(6.8, 2.7), sharey=True, squeeze=False)
     axes = axes[0]
     allv = list(rho_p["value"].astype(float)) + list(dev["value"].astype(float))
-    rs = _median_iqr(rho_p, "sweep_layer").reindex(layers)
+    rs = median_iqr(rho_p, "sweep_layer").reindex(layers)
     counts = [f"{L}\n{int(flag(rho[rho['sweep_layer'] == L]['predicted']).sum())}/"
               f"{int((rho['sweep_layer'] == L).sum())}" for L in layers]
     preset = df["preset_layer"].dropna() if "preset_layer" in df else pd.Series(dtype=float)
@@ -386,7 +259,7 @@ def plot_layer_sensitivity(df: pd.DataFrame, rules: Sequence[str] = ("covariance
             d = dev[(dev["rule"] == rule) & (dev["form"] == form)]
             if d.empty:
                 continue
-            s = _median_iqr(d, "sweep_layer").reindex(layers)
+            s = median_iqr(d, "sweep_layer").reindex(layers)
             c = RULE_COLORS.get(rule, "#777777")
             x = np.asarray(layers, float) + (ri - (len(rules) - 1) / 2) * 0.025 * span
             ax.errorbar(x, s["med"], yerr=[s["med"] - s["q25"], s["q75"] - s["med"]], color=c, marker="o", ms=3,
@@ -425,7 +298,7 @@ def plot_hki_sensitivity(df: pd.DataFrame, editor: str = "rose", baseline: str =
     rho_p = rho[flag(rho["predicted"])]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(6.8, 2.6))
     c = editor_color(editor)
-    s = _median_iqr(rho_p, "hki_templates").reindex(ms)
+    s = median_iqr(rho_p, "hki_templates").reindex(ms)
     a1.plot(ms, s["med"], color=c, marker="o", ms=3.5, lw=1.2, label=f"{editor} ρ (median, IQR)")
     a1.fill_between(ms, s["q25"], s["q75"], color=c, alpha=0.2, lw=0)
     if len(rho_p):
@@ -471,7 +344,5 @@ def plot_hki_sensitivity(df: pd.DataFrame, editor: str = "rose", baseline: str =
     return fig
 
 
-__all__ = ["COLLAPSED", "DEV", "FEW", "MEASURED", "NOT_PREDICTED", "RHO", "SECONDS", "STATUS", "TIDY_COLUMNS", "flag",
-           "few_note", "fmt", "pct", "plot_deviation_vs_radius", "plot_hki_sensitivity", "plot_layer_sensitivity",
-           "plot_restoration", "plot_tolerance_radius", "predicted_count", "predicted_radii", "quartiles",
-           "radius_rows", "safe_label", "safe_share", "tidy_deviation", "tidy_radius"]
+__all__ = ["few_note", "fmt", "pct", "plot_deviation_vs_radius", "plot_hki_sensitivity", "plot_layer_sensitivity",
+           "plot_restoration", "plot_tolerance_radius", "safe_label"]

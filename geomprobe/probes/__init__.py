@@ -8,18 +8,23 @@
 ``covariance_spectrum``    eigenvalues of C, condition number, effective rank; ``drift_in_spectrum``
 ``subspace_drift``         LS_k, SS_i, norm ratio, top-k energy over sequential edits; ``perplexity``
 ``whitened_key_similarity`` REP's whitened similarity of paraphrase / long-context keys
+``key_heatmap``            two subjects × three forms, ordered-pair key cosines at one layer (Fig. 4)
+``near_duplicate_key_cosines`` key cosines of near-duplicate twin subjects; ``mean_target_logprob``
 =========================  ===============================================================
 """
 
 from .conflict import conflict_score, conflict_table, gradient_conflict
 from .deviation import activation_deviation, counterfactual_delta
 from .drift import perplexity, subspace_drift
+from .key_heatmap import key_heatmap
 from .key_similarity import cosine_matrix, form_keys, key_similarity
 from .layers import subject_switch_rate
+from .near_duplicates import mean_target_logprob, near_duplicate_key_cosines
 from .spectrum import covariance_spectrum, drift_in_spectrum
 from .tolerance import tolerance_radius
 from .whitened import whitened_key_similarity, whitened_similarity
 
 __all__ = ["activation_deviation", "conflict_score", "conflict_table", "cosine_matrix", "counterfactual_delta",
-           "covariance_spectrum", "drift_in_spectrum", "form_keys", "gradient_conflict", "key_similarity",
-           "perplexity", "subject_switch_rate", "subspace_drift", "tolerance_radius", "whitened_key_similarity", "whitened_similarity"]
+           "covariance_spectrum", "drift_in_spectrum", "form_keys", "gradient_conflict", "key_heatmap",
+           "key_similarity", "mean_target_logprob", "near_duplicate_key_cosines", "perplexity", "subject_switch_rate",
+           "subspace_drift", "tolerance_radius", "whitened_key_similarity", "whitened_similarity"]

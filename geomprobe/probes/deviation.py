@@ -6,7 +6,9 @@ keys and residuals (``update.keys[l]``, ``update.resids[l]``) are pushed through
 rules so rules can be compared on identical inputs:
 
 * ``covariance``: ``R Kᵀ (λC + KKᵀ)⁻¹`` (MEMIT), * ``identity``: ``R Kᵀ (αI + KKᵀ)⁻¹`` (IGA),
-* ``projection``: AlphaEdit's null-space update.
+* ``projection``: AlphaEdit's null-space update,
+
+solved by the editors' own registry (:func:`geomprobe.editors.rules.solve`).
 
 Keys are read on the *unedited* model.  For multi-layer editors the closed form at layers after the first
 saw keys of the partially edited model; upstream edits shift those keys slightly.
@@ -14,35 +16,37 @@ saw keys of the partially edited model; upstream edits shift those keys slightly
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Literal, Sequence, get_args
 
 import pandas as pd
 import torch
 
-from .. import linalg
 from ..data.forms import eval_prompts, render
-from ..editors.locate import EditorConfig
+from ..editors import rules as update_rules
+from ..editors.config import EditorConfig
 from ..editors.update import EditUpdate
 from ..errors import GeomprobeError
 from ..keys import keys
 from ..models.load import LM
+from ..stats import key_covariance
 
-RULES = ("update", "covariance", "identity", "projection")
+#: Counterfactual update rules (those of the registry that need no current weight).
+Counterfactual = Literal["covariance", "identity", "projection"]
+#: ``"update"`` (the update's own ΔW) and the counterfactual rules.
+DeviationRule = Literal["update", "covariance", "identity", "projection"]
+RULES: tuple[DeviationRule, ...] = get_args(DeviationRule)
+assert all(not update_rules.get_rule(r).needs_weight for r in get_args(Counterfactual))
 
 
-def counterfactual_delta(rule: str, R: torch.Tensor, K: torch.Tensor, cfg: EditorConfig,
+def counterfactual_delta(rule: Counterfactual, R: torch.Tensor, K: torch.Tensor, cfg: EditorConfig,
                          C: torch.Tensor | None = None) -> torch.Tensor:
-    """ΔW (d, m) under ``rule`` for residuals ``R`` (d, n) and keys ``K`` (m, n)."""
-    if rule == "identity":
-        return linalg.isotropic_delta(R, K, cfg.alpha)
-    if C is None:
+    """ΔW (d, m) under ``rule`` for residuals ``R`` (d, n) and keys ``K`` (m, n), as the editors solve it
+    (no earlier keys: AlphaEdit's ``K_prev`` is empty)."""
+    if rule not in get_args(Counterfactual):
+        raise GeomprobeError(f"unknown rule {rule!r}; use one of {', '.join(RULES)}")
+    if C is None and update_rules.get_rule(rule).needs_covariance:
         raise GeomprobeError(f"rule {rule!r} needs the key covariance C; pass covariances={{layer: C}}")
-    if rule == "covariance":
-        return linalg.memit_delta(R, K, C, cfg.lam)
-    if rule == "projection":
-        P = linalg.nullspace_projector(C, cfg.projection_threshold, cfg.projection_mode)
-        return linalg.alphaedit_delta(R, K, P.P, None, cfg.alpha)
-    raise GeomprobeError(f"unknown rule {rule!r}; use one of {', '.join(RULES)}")
+    return update_rules.solve(rule, R, K, cfg, C)
 
 
 def form_key_pairs(lm: LM, update: EditUpdate, layers: Sequence[int], forms: Sequence[str]):
@@ -62,7 +66,8 @@ def form_key_pairs(lm: LM, update: EditUpdate, layers: Sequence[int], forms: Seq
 
 
 def activation_deviation(lm: LM, update: EditUpdate, layers: Sequence[int] | None = None,
-                         forms: Sequence[str] = ("question", "instruction"), rules: Sequence[str] = ("update",),
+                         forms: Sequence[str] = ("question", "instruction"),
+                         rules: Sequence[DeviationRule] = ("update",),
                          covariances: dict[int, torch.Tensor] | None = None,
                          config: EditorConfig | None = None) -> pd.DataFrame:
     """Δ per request, form prompt, layer and update rule.
@@ -85,13 +90,13 @@ def activation_deviation(lm: LM, update: EditUpdate, layers: Sequence[int] | Non
     missing = [l for l in layers if l not in update.deltas]
     if missing:
         raise GeomprobeError(f"layers {missing} were not edited by this update (edited: {list(update.layers)})")
+    unknown = [r for r in rules if r not in RULES]
+    if unknown:
+        raise GeomprobeError(f"unknown rule {unknown[0]!r}; use one of {', '.join(RULES)}")
     if config is None:
-        hp = {k: v for k, v in update.hparams.items() if k in EditorConfig.__dataclass_fields__ and k != "value"}
-        config = EditorConfig(**hp)
-    need_c = [l for l in layers if any(r in ("covariance", "projection") for r in rules)]
+        config = update.editor_config()
+    need_c = [l for l in layers if any(r != "update" and update_rules.get_rule(r).needs_covariance for r in rules)]
     if need_c and covariances is None:
-        from ..stats import key_covariance
-
         stats = key_covariance(lm, need_c, corpus=config.corpus, n_tokens=config.n_tokens, max_len=config.max_len,
                                progress=False)
         covariances = {l: stats[l].C for l in need_c}

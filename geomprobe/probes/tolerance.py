@@ -41,7 +41,7 @@ import torch
 from ..data.forms import render
 from ..editors.update import EditUpdate
 from ..errors import GeomprobeError
-from ..hooks import add_to_residual, head_only_at, read, resume_from, stop_after
+from ..hooks import add_to_residual, head_only_at, read, resume_from
 from ..models.load import LM
 from ..positions import Batch
 from ..scoring import with_targets
@@ -95,7 +95,7 @@ class _Prompt:
     # fast path: cache the residual after block L once, resume from L+1
     def hidden(self) -> torch.Tensor:
         if self._hidden is None:
-            with torch.no_grad(), read(self.lm, [self.layer], ("resid",)) as r, stop_after(self.lm, self.layer):
+            with torch.no_grad(), read(self.lm, [self.layer], ("resid",), stop=True) as r:
                 self.lm.forward(self.tb.batch)
             self._hidden = r["resid"][self.layer]
         return self._hidden
@@ -233,7 +233,8 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
     col_of = {i: c for c, members in enumerate(value.members) for i in members}
     idx = range(len(update.requests)) if requests is None else requests
     rows = []
-    for i in idx:
+    from ..progress import track
+    for i in track(idx, f"tolerance radius ({update.editor})", unit="req"):
         r = update.requests[i]
         c = col_of[i]
         delta = value.delta[:, c].to(lm.device_of(layer))

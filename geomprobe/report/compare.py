@@ -11,6 +11,7 @@ memory still count its value optimisation).
 JSON report (``report.json``; schema ``geomprobe.compare/1``):
 
 * ``schema``, ``model``, ``editors`` (in the order given), ``overrides`` (applied to every editor),
+  ``run`` (the first editor's; each editor's remedy commands are this run with ``--editor`` set to it),
   ``requests``, ``forms``, ``rules``, ``thresholds``, ``weights_unchanged``, ``wall_seconds``, ``created``,
   ``geomprobe_version``, ``files`` — as in ``geomprobe.diagnose/1``;
 * ``table`` — one row per editor and form, fields :data:`TABLE_FIELDS`: ``success_before`` / ``success_after``
@@ -20,56 +21,49 @@ JSON report (``report.json``; schema ``geomprobe.compare/1``):
   declarative form), ``delta_lt_rho_rate`` (share of requests with Δ < ρ; None on the declarative form),
   ``edit_seconds``, ``peak_memory_mb``;
 * ``per_editor`` — ``{editor: {layers, config, editor_rule, editor_mode, measurements, verdicts, metrics, edit}}``
-  with the diagnose record formats.
+  with the diagnose record formats (``measurements`` / ``verdicts`` typed in the returned report, their
+  ``to_dict()`` in the JSON; each verdict's ``remedy_commands`` run ``geomprobe diagnose`` with that editor).
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import verdict as V
-from .diagnose import (FORMS, _model_info, _plain, check_editors, check_unchanged, load_inputs, make_workspace,
-                       measure, snapshot)
+from .common import (FORMS, check_editors, check_unchanged, load_inputs, make_workspace, mean, median, model_info,
+                     package_version, plain, requests_arg, snapshot)
+from .diagnose import measure
+from .records import Run
 
 SCHEMA = "geomprobe.compare/1"
 DEFAULT_EDITORS: tuple[str, ...] = ("memit", "memit-merge", "alphaedit", "rose")
 TABLE_FIELDS: tuple[str, ...] = ("editor", "form", "success_before", "success_after", "token_acc_after", "n_ok",
                                  "n_requests", "rho_median", "rho_rel_median", "delta_median", "delta_lt_rho_rate",
                                  "edit_seconds", "peak_memory_mb")
-REPORT_KEYS: tuple[str, ...] = ("schema", "model", "editors", "overrides", "requests", "forms", "table",
+REPORT_KEYS: tuple[str, ...] = ("schema", "model", "editors", "overrides", "run", "requests", "forms", "table",
                                 "per_editor", "rules", "thresholds", "weights_unchanged", "wall_seconds", "created",
                                 "geomprobe_version", "files")
 
 
-def _median(xs) -> float | None:
-    xs = [float(x) for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-
-
-def _mean(xs) -> float | None:
-    xs = [float(x) for x in xs if x is not None]
-    return sum(xs) / len(xs) if xs else None
-
-
 def table_rows(name: str, res: dict) -> list[dict[str, Any]]:
+    """The side-by-side rows (fields :data:`TABLE_FIELDS`) of one editor's :func:`~.diagnose.measure` result."""
     rows = []
-    ok = {(v["case_id"], v["form"]): v["ok"] for v in res["verdicts"]}
+    ok = {(v.case_id, v.form): v.ok for v in res["verdicts"]}
     for form in FORMS:
-        ms = [m for m in res["measurements"] if m["form"] == form]
+        ms = [m for m in res["measurements"] if m.form == form]
         if not ms:
             continue
-        pairs = [(m["delta"], m["rho"]) for m in ms if m["delta"] is not None and m["rho"] is not None]
+        pairs = [(m.delta, m.rho) for m in ms if m.delta is not None and m.rho is not None]
         rows.append({
-            "editor": name, "form": form, "success_before": _mean(m["success_before"] for m in ms),
-            "success_after": _mean(m["success_after"] for m in ms),
-            "token_acc_after": _mean(m.get("token_acc_after") for m in ms),
-            "n_ok": sum(bool(ok.get((m["case_id"], form))) for m in ms), "n_requests": len(ms),
-            "rho_median": _median(m["rho"] for m in ms), "rho_rel_median": _median(m["rho_rel"] for m in ms),
-            "delta_median": _median(m["delta"] for m in ms),
+            "editor": name, "form": form, "success_before": mean(m.success_before for m in ms),
+            "success_after": mean(m.success_after for m in ms),
+            "token_acc_after": mean(m.token_acc_after for m in ms),
+            "n_ok": sum(bool(ok.get((m.case_id, form))) for m in ms), "n_requests": len(ms),
+            "rho_median": median(m.rho for m in ms), "rho_rel_median": median(m.rho_rel for m in ms),
+            "delta_median": median(m.delta for m in ms),
             "delta_lt_rho_rate": (sum(d < r for d, r in pairs) / len(pairs)) if pairs and form != "declarative"
             else None,
             "edit_seconds": res["edit"]["seconds"], "peak_memory_mb": res["edit"]["peak_memory_mb"],
@@ -92,7 +86,6 @@ def compare(model: Any, requests: Any, editors: Sequence[str] | str = DEFAULT_ED
     Returns:
         the JSON report (see the module docstring).
     """
-    from .. import __version__
     from .render import write_compare
 
     t0 = time.perf_counter()
@@ -105,19 +98,22 @@ def compare(model: Any, requests: Any, editors: Sequence[str] | str = DEFAULT_ED
     saved = snapshot(lm)
     ws = make_workspace(lm, reqs, lm.name, out, trials, log)
     overrides = dict(overrides or {})
+    run = Run(model=model if isinstance(model, (str, Path)) else lm.name, requests=requests_arg(requests, reqs, out),
+              editor=names[0], overrides={k: plain(v) for k, v in overrides.items()}, trials=trials, device=device,
+              dtype=dtype)
     per_editor, table = {}, []
     for name in names:
-        res = measure(ws, reqs, name, overrides)
+        res = measure(ws, reqs, name, overrides, Run.from_report({"run": run}, editor=name))
         check_unchanged(lm, saved)
         upd = res.pop("update")
         per_editor[name] = {"layers": list(upd.layers), "config": dict(upd.hparams), **res}
         table.extend(table_rows(name, res))
     report = {
-        "schema": SCHEMA, "model": _model_info(lm), "editors": names,
-        "overrides": {k: _plain(v) for k, v in overrides.items()}, "requests": [r.to_dict() for r in reqs],
+        "schema": SCHEMA, "model": model_info(lm), "editors": names,
+        "overrides": {k: plain(v) for k, v in overrides.items()}, "run": run, "requests": [r.to_dict() for r in reqs],
         "forms": list(FORMS), "table": table, "per_editor": per_editor, "rules": V.rules_table(),
         "thresholds": dict(V.THRESHOLDS), "weights_unchanged": True, "wall_seconds": time.perf_counter() - t0,
-        "created": time.strftime("%Y-%m-%d %H:%M"), "geomprobe_version": __version__, "files": [],
+        "created": time.strftime("%Y-%m-%d %H:%M"), "geomprobe_version": package_version(), "files": [],
     }
     if out is not None:
         report["files"] = write_compare(report, Path(out))

@@ -3,12 +3,14 @@
     import geomprobe as gp
     report = gp.diagnose("toy-llama", "requests.json", editor="memit", out="diag")
     for v in report["verdicts"]:
-        print(v["case_id"], v["form"], v["verdict"])
+        print(v.label, v.form, v.verdict, *v.remedy_commands)
 
 The edit is computed once and applied only inside ``update.applied(lm)``; the model's rewrite weights are
 checked bit-identical afterwards.  Every number comes from the probes (:mod:`geomprobe.probes`) and
 :func:`geomprobe.evaluate.evaluate`; the verdicts come from the numbers through the rules of
-:mod:`geomprobe.report.verdict`.
+:mod:`geomprobe.report.verdict`.  In the returned report the records are typed
+(:class:`~geomprobe.report.records.Measurement`, :class:`~geomprobe.report.records.Verdict`,
+:class:`~geomprobe.report.records.Run`); ``report.json`` holds their ``to_dict()``.
 
 JSON report (``report.json``; schema ``geomprobe.diagnose/1``, fields stable within a schema version):
 
@@ -16,14 +18,20 @@ JSON report (``report.json``; schema ``geomprobe.diagnose/1``, fields stable wit
 * ``model`` — ``{name, n_layers, d_model, d_mlp, dtype}``;
 * ``editor`` — editor name; ``editor_rule`` / ``editor_mode`` — its update rule and value optimisation mode;
 * ``overrides`` — editor options applied on top of the model's preset; ``config`` — the resolved config;
+* ``run`` — ``{model, requests, editor, overrides, trials, device, dtype}``: what reproduces the run on the
+  command line (the remedy commands are this run with one change);
 * ``layers`` — edit layers (Δ and ρ are measured at the last one);
-* ``requests`` — the edited requests (``EditRequest.to_dict()``; requests without a ``case_id`` get ``r<i>``);
+* ``requests`` — the edited requests (``EditRequest.to_dict()``; requests without a ``case_id`` get ``r<i>``:
+  ids key the records, people read the ``label``);
 * ``forms`` — ``["declarative", "question", "instruction"]``;
 * ``measurements`` — one record per request and form, fields
   :data:`geomprobe.report.verdict.MEASUREMENT_FIELDS` (meanings in that module's docstring; ρ, Δ in
-  residual-norm units at the last edit layer; success shares under the ``prob`` protocol);
+  residual-norm units at the last edit layer; success shares under the ``prob`` protocol; ``label`` is
+  ``"subject · relation"``);
 * ``verdicts`` — one record per request and form, fields :data:`geomprobe.report.verdict.VERDICT_FIELDS`
-  (``ok``, ``rules`` fired, ``verdict`` sentence, ``remedies``, the ``numbers`` the rules read, ``thresholds``);
+  (``label``, ``ok``, ``rules`` fired, ``verdict`` sentence, ``remedies`` naming the values measured for this
+  case, ``remedy_commands`` — the ``geomprobe diagnose`` command line of each remedy that has one —, the
+  ``numbers`` the rules read, ``thresholds``);
 * ``rules`` — the rule table (``id, when, says, remedy``);
 * ``metrics`` — before/after summary per form: ``{form, protocol, before, after, n}`` (mean over requests of the
   per-request share; ``prob`` and ``token_acc``);
@@ -35,7 +43,7 @@ JSON report (``report.json``; schema ``geomprobe.diagnose/1``, fields stable wit
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -45,86 +53,16 @@ import torch
 
 from ..errors import GeomprobeError
 from . import verdict as V
+from .common import (FORMS, case_key, check_editors, check_unchanged, load_inputs, make_workspace, mean, model_info,
+                     package_version, plain, requests_arg, snapshot)
+from .records import Measurement, Run, Verdict, request_label
 
 SCHEMA = "geomprobe.diagnose/1"
-FORMS: tuple[str, ...] = ("declarative", "question", "instruction")
 _METRIC = {"declarative": "efficacy", "question": "generalization", "instruction": "generalization"}
-
-
-# ---- inputs ---------------------------------------------------------------------------------------------
-def check_editors(names: Sequence[str]) -> list[str]:
-    """Editor names, validated before any model is loaded (unknown name: one-line error)."""
-    from .. import editors
-
-    names = [n.strip() for n in names if n and n.strip()]
-    if not names:
-        raise GeomprobeError("no editor given; pass --editor NAME or --editors a,b,c")
-    for n in names:
-        editors.get(n)
-    return names
-
-
-def _with_ids(requests) -> list:
-    """Requests with unique, non-empty case ids (``r<i>`` for missing ones, ``<id>#<i>`` for repeats)."""
-    out, seen = [], set()
-    for i, r in enumerate(requests):
-        cid = r.case_id or f"r{i}"
-        if cid in seen:
-            cid = f"{cid}#{i}"
-        seen.add(cid)
-        out.append(r if cid == r.case_id else replace(r, case_id=cid))
-    return out
-
-
-def load_inputs(model: Any, requests: Any, device: str | None = None, dtype: str | None = None,
-                log: Callable[[str], None] = print):
-    """``(lm, requests)``: request file first (cheap errors before the model loads), then the model, then
-    every prompt of the diagnosed forms (a subject missing from a query is an error here, not mid-run)."""
-    from ..data import load_requests
-    from ..data.forms import eval_prompts
-    from ..models import LM, load_model
-
-    if isinstance(requests, (str, Path)):
-        reqs = list(load_requests(str(requests)))
-    else:
-        reqs = list(requests)
-    if not reqs:
-        raise GeomprobeError("no requests to diagnose; the request file holds none")
-    reqs = _with_ids(reqs)
-    if isinstance(model, LM):
-        lm = model
-    else:
-        kw = {k: v for k, v in (("device", device), ("dtype", dtype)) if v}
-        t0 = time.perf_counter()
-        lm = load_model(str(model), **kw)
-        log(f"loaded {lm.name} ({time.perf_counter() - t0:.1f} s)")
-    for r in reqs:
-        for form in FORMS:
-            eval_prompts(r, form, lm.tokenizer)
-    return lm, reqs
-
-
-def make_workspace(lm, reqs, model_name: str, out, trials: int, log):
-    """A :class:`~geomprobe.pipeline.Workspace` around an already loaded model (memoises edits and probes)."""
-    from ..pipeline import Settings, Workspace
-
-    ws = Workspace(model=lm, requests=list(reqs), out=out or ".", settings=Settings(trials=trials), log=log)
-    return ws
-
-
-def _ckey(reqs) -> tuple[str, ...]:
-    return tuple(r.case_id for r in reqs)
-
-
-def snapshot(lm) -> dict[int, torch.Tensor]:
-    return {l: lm.rewrite_module(l).weight.detach().clone() for l in range(lm.n_layers)}
-
-
-def check_unchanged(lm, saved: dict[int, torch.Tensor]) -> None:
-    changed = [l for l, w in saved.items() if not torch.equal(lm.rewrite_module(l).weight, w)]
-    if changed:
-        raise GeomprobeError(f"the model's rewrite weights changed at layers {changed} during the report (a bug); "
-                             "please report it")
+#: Rules whose remedy names the layer where ``probes.subject_switch_rate`` peaks (measured only when one fires).
+SWITCH_RULES: tuple[str, ...] = ("not-the-drift", "value-not-reached")
+#: Other subjects swapped into a request's prompt by the switch-rate probe.
+SWITCH_SUBJECTS = 20
 
 
 # ---- measurements ---------------------------------------------------------------------------------------
@@ -141,7 +79,7 @@ def evaluation(ws, reqs, name: str | None, overrides: dict) -> pd.DataFrame:
         with ws.update(name, reqs, **overrides).applied(ws.lm):
             return evaluate(ws.lm, reqs, **kw)
 
-    return ws.memo(("report-eval", name, _ckey(reqs), tuple(sorted(overrides.items()))), make)
+    return ws.memo(("report-eval", name, case_key(reqs), tuple(sorted(overrides.items()))), make)
 
 
 def _shares(df: pd.DataFrame) -> dict[tuple[str, str], dict[str, float]]:
@@ -196,7 +134,7 @@ def key_geometry(ws, reqs, layer: int, upd=None) -> dict[str, dict[str, Any]]:
             out[r.case_id] = rec
         return out
 
-    return ws.memo(("report-keys", layer, _ckey(reqs), None if upd is None else upd.editor), make)
+    return ws.memo(("report-keys", layer, case_key(reqs), None if upd is None else upd.editor), make)
 
 
 def _collision_from_columns(rec: dict[str, Any], r, upd, layer: int) -> None:
@@ -237,7 +175,7 @@ def conflicts(ws, reqs, upd, mode: str) -> dict[str, float | None]:
             from ..editors import ValueConfig
 
             vc = ValueConfig(**upd.hparams["value"])
-            table = ws.memo(("report-conflict", _ckey(multi), layer, repr(vc)),
+            table = ws.memo(("report-conflict", case_key(multi), layer, repr(vc)),
                             lambda: gradient_conflict(ws.lm, multi, layer, config=vc))
     except GeomprobeError as e:  # e.g. a zero gradient: the conflict is undefined, say so in the log
         ws.log(f"  gradient conflict not measurable ({e})")
@@ -248,8 +186,100 @@ def conflicts(ws, reqs, upd, mode: str) -> dict[str, float | None]:
     return {s: float(g["value"].mean()) for s, g in first.groupby("subject")}
 
 
-def measure(ws, reqs, name: str, overrides: dict | None = None) -> dict[str, Any]:
-    """Everything :func:`diagnose` reports for one editor: ``{measurements, verdicts, metrics, edit, update}``."""
+def _column_of(upd, case_id: str) -> int | None:
+    """Column of the update's keys that holds request ``case_id`` (its own, or its subject's when merged)."""
+    n_cols = next(iter(upd.keys.values())).shape[1]
+    members = upd.value.members if upd.value is not None else tuple((i,) for i in range(n_cols))
+    for c, m in enumerate(members):
+        if any(upd.requests[i].case_id == case_id for i in m):
+            return c
+    return None
+
+
+def key_writes(ws, reqs, upd, rule: str) -> dict[str, dict[str, float | None]]:
+    """Per request: ``kck`` = kᵀC⁻¹k of its key column at the last edit layer (covariance rule only: MEMIT
+    writes the share ``s/(1+s)`` of R along it, ``s = kᵀC⁻¹k / λ``) and ``key_norm`` = ‖k‖, and
+    ``value_norm_rel`` = ‖δ‖/‖h‖ of its optimised value (the clamp bounds it)."""
+    layer = upd.layers[-1]
+    out: dict[str, dict[str, float | None]] = {}
+    K = upd.keys.get(layer)
+    cols = {r.case_id: _column_of(upd, r.case_id) if K is not None else None for r in reqs}
+    W = None
+    if rule == "covariance" and K is not None:
+        C = ws.covariance([layer])[layer].double().cpu()
+        try:
+            W = torch.linalg.solve(C, K.double())
+        except RuntimeError as e:  # singular C: λ cannot be proposed from it, say so in the log
+            ws.log(f"  kᵀC⁻¹k not measurable ({e})")
+    val = upd.value
+    for r in reqs:
+        c = cols[r.case_id]
+        rec: dict[str, float | None] = {"kck": None, "key_norm": None, "value_norm_rel": None}
+        if c is not None:
+            k = K[:, c].double()
+            rec["key_norm"] = float(k.norm())
+            if W is not None:
+                rec["kck"] = float(k @ W[:, c])
+            if val is not None and c < val.delta.shape[1]:
+                rec["value_norm_rel"] = float(val.delta[:, c].norm() / val.h[:, c].norm().clamp_min(1e-12))
+        out[r.case_id] = rec
+    return out
+
+
+def _other_subjects(lm, reqs) -> list[str]:
+    """Subjects to swap into a request's prompt: the batch's, then the toy world's (toy models) or the
+    built-in same-subject set's."""
+    subjects = list(dict.fromkeys(r.subject for r in reqs))
+    try:
+        if lm.name.startswith("toy-"):
+            from ..toy.world import toy_world
+
+            subjects += list(toy_world(0).subjects)
+        else:
+            from ..data import load_requests
+
+            subjects += [r.subject for r in load_requests("same-subject")]
+    except GeomprobeError:
+        pass
+    return list(dict.fromkeys(subjects))
+
+
+def switch_peaks(ws, reqs, wanted) -> dict[str, dict[str, float | int | None]]:
+    """Per request in ``wanted`` (case ids): the layer where :func:`geomprobe.probes.subject_switch_rate` peaks
+    on the request's own prompt template, with its own subject and :data:`SWITCH_SUBJECTS` others swapped in
+    (``switch_layer``, ``switch_rate``; None when no swap changes the prediction)."""
+    from ..probes import subject_switch_rate
+
+    lm = ws.lm
+    pool = _other_subjects(lm, reqs)
+    out: dict[str, dict[str, float | int | None]] = {}
+    for r in reqs:
+        if r.case_id not in wanted:
+            continue
+
+        def make(r=r):
+            others = [s for s in pool if s != r.subject][:SWITCH_SUBJECTS]
+            batch = [r] + [replace(r, subject=s, case_id=f"{r.case_id}~{j}", queries=(),
+                           paraphrases=(), neighborhood=())
+                           for j, s in enumerate(others)]
+            try:
+                df = subject_switch_rate(lm, batch, max_pairs=len(batch))
+            except GeomprobeError as e:
+                ws.log(f"  subject switch rate not measurable for {request_label(r.subject, r.relation)} ({e})")
+                return {"switch_layer": None, "switch_rate": None}
+            if df.empty or int(df["n_differ"].max()) == 0 or float(df["value"].max()) <= 0:
+                return {"switch_layer": None, "switch_rate": None}
+            best = df.loc[df["value"].idxmax()]
+            return {"switch_layer": int(best["layer"]), "switch_rate": float(best["value"])}
+
+        out[r.case_id] = ws.memo(("report-switch", r.case_id, r.subject, r.prompt), make)
+    return out
+
+
+def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None = None) -> dict[str, Any]:
+    """Everything :func:`diagnose` reports for one editor: ``{measurements, verdicts, metrics, edit, update,
+    editor_rule, editor_mode}`` (records typed: :class:`Measurement`, :class:`Verdict`).  ``run`` makes the
+    verdicts carry their remedy command lines."""
     overrides = dict(overrides or {})
     log = ws.log
     t0 = time.perf_counter()
@@ -267,11 +297,14 @@ def measure(ws, reqs, name: str, overrides: dict | None = None) -> dict[str, Any
     dk = dev[dev["rule"] == "update"].groupby(["case_id", "form"])["dk_norm"].mean()
     conf = conflicts(ws, reqs, upd, ed.mode)
     geo = key_geometry(ws, reqs, layer, upd)
+    writes = key_writes(ws, reqs, upd, ed.rule)
+    hp = upd.hparams
+    vcfg = hp.get("value") or {}
     n_rel: dict[str, int] = {}
     for r in reqs:
         n_rel[r.subject] = n_rel.get(r.subject, 0) + 1
 
-    measurements = []
+    measurements: list[Measurement] = []
     for i, r in enumerate(reqs):
         rr = rho.iloc[i]
         g = geo.get(r.case_id, {})
@@ -289,26 +322,36 @@ def measure(ws, reqs, name: str, overrides: dict | None = None) -> dict[str, Any
                 amp = d_c / d_i if d_c is not None and d_i else None
                 dkn = float(dk[(r.case_id, form)]) if (r.case_id, form) in dk.index else None
                 kc = g.get("key_cosine", {}).get(form)
-            measurements.append({
-                "editor": name, "editor_rule": ed.rule, "case_id": r.case_id, "subject": r.subject,
-                "relation": r.relation, "form": form, "layer": layer, "n_prompts": a.get("n"),
-                "success_before": b.get("success"), "success_after": a.get("success"),
-                "decl_success_after": after.get((r.case_id, "declarative"), {}).get("success"),
-                "target_prob_before": b.get("target_prob"), "target_prob_after": a.get("target_prob"),
-                "token_acc_before": b.get("token_acc"), "token_acc_after": a.get("token_acc"),
-                "rho": float(rr["value"]), "rho_rel": float(rr["value_rel"]), "h_norm": float(rr["h_norm"]),
-                "value_predicts": bool(rr["predicted"]), "delta": d_u, "delta_covariance": d_c,
-                "delta_identity": d_i, "amplification": amp, "dk_norm": dkn, "key_cosine": kc,
-                "conflict": conf.get(r.subject), "n_relations": n_rel[r.subject],
-                "collision_subject": g.get("collision_subject"), "collision_cosine": g.get("collision_cosine"),
-            })
-    verdicts = V.judge_all(measurements)
+            measurements.append(Measurement(
+                editor=name, editor_rule=ed.rule, case_id=r.case_id, label=request_label(r.subject, r.relation),
+                subject=r.subject, relation=r.relation, form=form, layer=layer, n_prompts=a.get("n"),
+                success_before=b.get("success"), success_after=a.get("success"),
+                decl_success_after=after.get((r.case_id, "declarative"), {}).get("success"),
+                target_prob_before=b.get("target_prob"), target_prob_after=a.get("target_prob"),
+                token_acc_before=b.get("token_acc"), token_acc_after=a.get("token_acc"),
+                rho=float(rr["value"]), rho_rel=float(rr["value_rel"]), h_norm=float(rr["h_norm"]),
+                value_predicts=bool(rr["predicted"]), delta=d_u, delta_covariance=d_c,
+                delta_identity=d_i, amplification=amp, dk_norm=dkn, key_cosine=kc,
+                conflict=conf.get(r.subject), n_relations=n_rel[r.subject],
+                collision_subject=g.get("collision_subject"), collision_cosine=g.get("collision_cosine"),
+                edit_layers=tuple(int(l) for l in upd.layers), n_model_layers=ws.lm.n_layers,
+                lam=hp.get("lam"), alpha=hp.get("alpha"), **writes.get(r.case_id, {}),
+                value_steps=vcfg.get("steps"), value_steps_run=getattr(upd.value, "steps_run", None),
+                value_clamp=vcfg.get("clamp"),
+            ))
+    # the switch-rate probe runs only for the requests whose verdict names it
+    wanted = {m.case_id for m in measurements if set(V.fired(m)) & set(SWITCH_RULES)}
+    if wanted:
+        log(f"{name}: subject switch rate per layer for {len(wanted)} request(s)")
+        peaks = switch_peaks(ws, reqs, wanted)
+        measurements = [replace(m, **peaks[m.case_id]) if m.case_id in peaks else m for m in measurements]
+    verdicts: list[Verdict] = V.judge_all(measurements, run=run)
     metrics = []
     for form in FORMS:
         for proto, key in (("prob", "success"), ("token_acc", "token_acc")):
             bs = [before[(r.case_id, form)][key] for r in reqs if before.get((r.case_id, form), {}).get(key) is not None]
             as_ = [after[(r.case_id, form)][key] for r in reqs if after.get((r.case_id, form), {}).get(key) is not None]
-            metrics.append({"form": form, "protocol": proto, "before": _mean(bs), "after": _mean(as_), "n": len(as_)})
+            metrics.append({"form": form, "protocol": proto, "before": mean(bs), "after": mean(as_), "n": len(as_)})
     val = upd.value
     edit = {"seconds": upd.seconds, "peak_memory_mb": upd.peak_memory_mb,
             "delta_norms": {str(k): v for k, v in upd.delta_norms().items()},
@@ -318,19 +361,6 @@ def measure(ws, reqs, name: str, overrides: dict | None = None) -> dict[str, Any
             "measure_seconds": time.perf_counter() - t0}
     return {"measurements": measurements, "verdicts": verdicts, "metrics": metrics, "edit": edit, "update": upd,
             "editor_rule": ed.rule, "editor_mode": ed.mode}
-
-
-def _mean(xs) -> float | None:
-    return float(sum(xs) / len(xs)) if xs else None
-
-
-def _model_info(lm) -> dict[str, Any]:
-    return {"name": lm.name, "n_layers": lm.n_layers, "d_model": lm.d_model, "d_mlp": lm.d_mlp,
-            "dtype": str(lm.dtype).replace("torch.", "")}
-
-
-def _jsonable_config(hp: dict) -> dict:
-    return {k: v for k, v in hp.items()}
 
 
 # ---- entry point ----------------------------------------------------------------------------------------
@@ -348,9 +378,8 @@ def diagnose(model: Any, requests: Any, editor: str = "memit", out: str | Path |
         trials: noise draws per radius of the tolerance probe.
 
     Returns:
-        the JSON report (see the module docstring), with ``files`` listing what was written.
+        the report (see the module docstring; records typed), with ``files`` listing what was written.
     """
-    from .. import __version__
     from .render import write_diagnose
 
     t0 = time.perf_counter()
@@ -359,32 +388,32 @@ def diagnose(model: Any, requests: Any, editor: str = "memit", out: str | Path |
     saved = snapshot(lm)
     ws = make_workspace(lm, reqs, lm.name, out, trials, log)
     overrides = dict(overrides or {})
-    res = measure(ws, reqs, name, overrides)
+    run = Run(model=model if isinstance(model, (str, Path)) else lm.name, requests=requests_arg(requests, reqs, out),
+              editor=name, overrides={k: plain(v) for k, v in overrides.items()}, trials=trials, device=device,
+              dtype=dtype)
+    res = measure(ws, reqs, name, overrides, run)
     check_unchanged(lm, saved)
     upd = res["update"]
     report = {
-        "schema": SCHEMA, "model": _model_info(lm), "editor": name, "editor_rule": res["editor_rule"],
-        "editor_mode": res["editor_mode"], "overrides": {k: _plain(v) for k, v in overrides.items()},
-        "config": _jsonable_config(upd.hparams), "layers": list(upd.layers),
+        "schema": SCHEMA, "model": model_info(lm), "editor": name, "editor_rule": res["editor_rule"],
+        "editor_mode": res["editor_mode"], "overrides": {k: plain(v) for k, v in overrides.items()},
+        "config": dict(upd.hparams), "run": run, "layers": list(upd.layers),
         "requests": [r.to_dict() for r in reqs], "forms": list(FORMS),
         "measurements": res["measurements"], "verdicts": res["verdicts"], "rules": V.rules_table(),
         "thresholds": dict(V.THRESHOLDS), "metrics": res["metrics"], "edit": res["edit"], "weights_unchanged": True,
         "wall_seconds": time.perf_counter() - t0, "created": time.strftime("%Y-%m-%d %H:%M"),
-        "geomprobe_version": __version__, "files": [],
+        "geomprobe_version": package_version(), "files": [],
     }
     if out is not None:
         report["files"] = write_diagnose(report, Path(out))
     return report
 
 
-def _plain(v):
-    return list(v) if isinstance(v, tuple) else v
-
-
 #: Top-level keys of the diagnose JSON report, in order.
 REPORT_KEYS: tuple[str, ...] = ("schema", "model", "editor", "editor_rule", "editor_mode", "overrides", "config",
-                                "layers", "requests", "forms", "measurements", "verdicts", "rules", "thresholds",
-                                "metrics", "edit", "weights_unchanged", "wall_seconds", "created",
+                                "run", "layers", "requests", "forms", "measurements", "verdicts", "rules",
+                                "thresholds", "metrics", "edit", "weights_unchanged", "wall_seconds", "created",
                                 "geomprobe_version", "files")
 
-__all__ = ["FORMS", "REPORT_KEYS", "SCHEMA", "diagnose", "measure"]
+__all__ = ["FORMS", "REPORT_KEYS", "SCHEMA", "SWITCH_RULES", "check_editors", "diagnose", "key_writes", "measure",
+           "switch_peaks"]

@@ -2,6 +2,9 @@
 
 Each writer returns the paths it wrote: ``report.html``, ``report.md``, ``report.json`` and the figures as
 ``<name>.png`` next to them (the Markdown links the PNGs; the HTML embeds them and needs nothing else).
+Requests are shown by their label (``subject · relation``); case ids stay in the JSON.  The writers and
+summaries take the report as :func:`~geomprobe.report.diagnose` returns it (typed records) or as read back
+from ``report.json`` (plain dicts).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import pandas as pd
+
+from .records import Measurement, Record, Verdict
 
 
 # ---- cells ------------------------------------------------------------------------------------------------
@@ -42,7 +47,8 @@ def md_table(rows: Sequence[dict], cols: Sequence[tuple[str, str]]) -> str:
     """Markdown table of ``rows`` with ``cols`` = (key, header); values already strings or formatted here."""
     lines = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        lines.append("| " + " | ".join(_cell(r.get(k)).replace("|", "\\|").replace("\n", " ") for k, _ in cols) + " |")
+        lines.append("| " + " | ".join(_cell(r.get(k)).replace("|", "\\|").replace("\n", "<br>") for k, _ in cols)
+                     + " |")
     return "\n".join(lines)
 
 
@@ -51,7 +57,7 @@ def html_table(rows: Sequence[dict], cols: Sequence[tuple[str, str]], cls: str =
     body = []
     for r in rows:
         tr_cls = r.get("_class", "")
-        cells = "".join(f"<td>{html.escape(_cell(r.get(k)))}</td>" for k, _ in cols)
+        cells = "".join(f"<td>{html.escape(_cell(r.get(k))).replace(chr(10), '<br>')}</td>" for k, _ in cols)
         body.append(f"<tr class='{tr_cls}'>{cells}</tr>")
     return f"<table class='{cls}'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -77,6 +83,8 @@ def _png(fig) -> bytes:
 
 
 def _json_default(o):
+    if isinstance(o, Record):
+        return o.to_dict()
     if hasattr(o, "item"):
         return o.item()
     if isinstance(o, (set, tuple)):
@@ -88,6 +96,8 @@ def _clean(o):
     """NaN / inf → None so the JSON is standard."""
     if isinstance(o, float) and (math.isnan(o) or math.isinf(o)):
         return None
+    if isinstance(o, Record):
+        return _clean(o.to_dict())
     if isinstance(o, dict):
         return {k: _clean(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
@@ -100,24 +110,41 @@ def write_json(report: dict, path: Path) -> None:
 
 
 # ---- shared sections ----------------------------------------------------------------------------------------
-_VERDICT_COLS = (("case_id", "request"), ("form", "form"), ("status", "status"), ("verdict", "verdict"),
-                 ("remedy", "remedy"), ("rule_ids", "rules"))
-_MEAS_COLS = (("case_id", "request"), ("form", "form"), ("before", "wins before"), ("after", "wins after"),
+_VERDICT_COLS = (("label", "request"), ("form", "form"), ("status", "status"), ("verdict", "verdict"),
+                 ("remedy", "remedy"), ("commands", "try"), ("rule_ids", "rules"))
+_MEAS_COLS = (("label", "request"), ("form", "form"), ("before", "wins before"), ("after", "wins after"),
               ("rho", "ρ"), ("rho_rel", "ρ/‖h‖"), ("delta", "Δ"), ("ratio", "Δ/ρ"), ("delta_covariance", "Δ cov."),
               ("delta_identity", "Δ iso."), ("amplification", "cov./iso."), ("conflict", "conflict"),
               ("key_cosine", "key cos (form vs decl.)"), ("collision_cosine", "max key cos other subject"))
 _RULE_COLS = (("id", "rule"), ("when", "fires when"), ("remedy", "remedy"))
 
 
-def _verdict_rows(verdicts: Sequence[dict]) -> list[dict]:
-    return [{"case_id": v["case_id"], "form": v["form"], "status": "ok" if v["ok"] else "FAIL",
-             "verdict": v["verdict"], "remedy": "; ".join(v["remedies"]) or "–", "rule_ids": ", ".join(v["rules"]),
-             "_class": "ok" if v["ok"] else "fail"} for v in verdicts]
+def verdicts_of(records) -> list[Verdict]:
+    """Verdict records, typed (from a report in memory or read back from JSON)."""
+    return [Verdict.from_dict(v) for v in records]
 
 
-def _meas_rows(measurements: Sequence[dict]) -> list[dict]:
+def measurements_of(records) -> list[Measurement]:
+    """Measurement records, typed (from a report in memory or read back from JSON)."""
+    return [Measurement.from_dict(m) for m in records]
+
+
+def measurements_frame(records) -> pd.DataFrame:
+    """Measurement records as a tidy DataFrame (one row per request and form, columns the record fields)."""
+    return pd.DataFrame([m.to_dict() for m in measurements_of(records)])
+
+
+def _verdict_rows(verdicts: Sequence) -> list[dict]:
+    return [{"label": v.label or v.case_id, "form": v.form, "status": "ok" if v.ok else "FAIL",
+             "verdict": v.verdict, "remedy": "; ".join(v.remedies) or "–",
+             "commands": "\n".join(v.remedy_commands) or "–", "rule_ids": ", ".join(v.rules),
+             "_class": "ok" if v.ok else "fail"} for v in verdicts_of(verdicts)]
+
+
+def _meas_rows(measurements: Sequence) -> list[dict]:
     rows = []
-    for m in measurements:
+    for m in (x.to_dict() for x in measurements_of(measurements)):
+        m["label"] = m.get("label") or m.get("case_id")
         d, r = m.get("delta"), m.get("rho")
         ratio = (d / r if r else (math.inf if d else None)) if d is not None and r is not None else None
         rows.append({**m, "before": _pct(m.get("success_before")), "after": _pct(m.get("success_after")),
@@ -158,7 +185,7 @@ _GLOSSARY = ("ρ: tolerance radius of the optimised value on the declarative edi
 def diagnose_figures(report: dict) -> dict[str, tuple[Any, str]]:
     from ..plots.report import plot_diagnose
 
-    df = pd.DataFrame(report["measurements"])
+    df = measurements_frame(report["measurements"])
     if df.empty:
         return {}
     return {"deviation_vs_radius": (plot_diagnose(df), "Δ per request and form (bars; hatched: the form fails) "
@@ -219,11 +246,16 @@ def summary_diagnose(report: dict) -> list[str]:
     """A few terminal lines: one per request and form (ok / FAIL + the verdict), then the files."""
     lines = [f"{report['editor']} on {report['model']['name']}: {len(report['requests'])} requests, layers "
              f"{report['layers']}, edit {report['edit']['seconds']:.1f} s"]
-    for v in report["verdicts"]:
-        lines.append(f"  {v['case_id']:>10s} {v['form']:<12s} {'ok  ' if v['ok'] else 'FAIL'}  {v['verdict']}")
-        if v["remedies"]:
-            lines.append(f"  {'':>10s} {'':<12s}       remedy: {'; '.join(v['remedies'])}")
-    n_ok = sum(v["ok"] for v in report["verdicts"])
+    verdicts = verdicts_of(report["verdicts"])
+    width = max([len(v.label or v.case_id or "") for v in verdicts] + [10])
+    for v in verdicts:
+        lines.append(f"  {v.label or v.case_id:<{width}s} {v.form:<12s} {'ok  ' if v.ok else 'FAIL'}  {v.verdict}")
+        pad = " " * (width + 2 + 12 + 1)
+        for rem in v.remedies:
+            lines.append(f"  {pad}remedy: {rem}")
+        for cmd in v.remedy_commands:
+            lines.append(f"  {pad}  try: {cmd}")
+    n_ok = sum(v.ok for v in verdicts)
     lines.append(f"{n_ok}/{len(report['verdicts'])} request-forms ok; weights bit-identical afterwards: "
                  f"{'yes' if report['weights_unchanged'] else 'NO'}; wall time {report['wall_seconds']:.1f} s")
     if report.get("files"):
@@ -248,7 +280,7 @@ def _table_rows(table: Sequence[dict]) -> list[dict]:
 def compare_figures(report: dict) -> dict[str, tuple[Any, str]]:
     from ..plots.report import plot_compare_deviation, plot_compare_metrics
 
-    meas = pd.DataFrame([m for ed in report["per_editor"].values() for m in ed["measurements"]])
+    meas = measurements_frame([m for ed in report["per_editor"].values() for m in ed["measurements"]])
     rows = pd.DataFrame([{"editor": t["editor"], "form": t["form"], "before": t["success_before"],
                           "after": t["success_after"]} for t in report["table"]])
     figs = {}
@@ -306,6 +338,14 @@ def summary_compare(report: dict) -> list[str]:
                      f"{_pct(t['success_after']):>6s} {t['n_ok']:>2d}/{t['n_requests']:<2d} "
                      f"{_cell(t['rho_median']):>8s} {_cell(t['delta_median']):>8s} {_pct(t['delta_lt_rho_rate']):>5s} "
                      f"{t['edit_seconds']:>7.1f} {t['peak_memory_mb']:>8.0f}")
+    for ed, d in report["per_editor"].items():
+        fails = [v for v in verdicts_of(d["verdicts"]) if not v.ok]
+        if fails:
+            lines.append(f"  {ed} fails on:")
+        for v in fails:
+            lines.append(f"    {v.label or v.case_id} ({v.form}): {', '.join(v.rules)}")
+            for cmd in v.remedy_commands:
+                lines.append(f"      try: {cmd}")
     lines.append(f"weights bit-identical afterwards: {'yes' if report['weights_unchanged'] else 'NO'}; "
                  f"wall time {report['wall_seconds']:.1f} s")
     if report.get("files"):
@@ -313,4 +353,5 @@ def summary_compare(report: dict) -> list[str]:
     return lines
 
 
-__all__ = ["md_table", "summary_compare", "summary_diagnose", "write_compare", "write_diagnose", "write_json"]
+__all__ = ["measurements_frame", "measurements_of", "md_table", "summary_compare", "summary_diagnose", "write_compare", "write_diagnose", "write_json",
+           "verdicts_of"]

@@ -1,9 +1,11 @@
 """Verdicts: why an edit works or fails on one linguistic form, decided from measurements by written rules.
 
-A *measurement record* (one per request and form, built by :mod:`geomprobe.report.diagnose`) holds plain
-numbers; :func:`judge` turns it into a *verdict record* by evaluating the rules of :data:`RULES` in order.
-Nothing here looks at a model: the verdict is a pure function of the record and the thresholds, so it can
-be re-derived from the JSON report alone (``judge(measurement)``).
+A *measurement record* (:class:`~geomprobe.report.records.Measurement`, one per request and form, built by
+:mod:`geomprobe.report.diagnose`) holds plain numbers; :func:`judge` turns it into a *verdict record*
+(:class:`~geomprobe.report.records.Verdict`) by evaluating the rules of :data:`RULES` in order.  Nothing here
+looks at a model: the verdict is a pure function of the record, the thresholds and the run's command line, so it
+can be re-derived from the JSON report alone (``judge(measurement, run=Run.from_report(report))``; ``judge``
+takes the JSON dict as well as the dataclass).
 
 Measurement fields the rules read (see :data:`MEASUREMENT_FIELDS` for the full list):
 
@@ -22,7 +24,20 @@ Measurement fields the rules read (see :data:`MEASUREMENT_FIELDS` for the full l
 * ``collision_cosine`` / ``collision_subject`` — the largest cosine between this request's edit key (its column
   of the update's K at L: the mean over the context-prefixed edit prompts) and the column of a *different*
   subject in the batch;
-* ``editor_rule`` — the update rule of the editor (``covariance``, ``identity``, ``projection``, ``rank-one``).
+* ``editor_rule`` — the update rule of the editor (``covariance``, ``identity``, ``projection``, ``rank-one``);
+* ``label`` — the request as a person reads it, ``"subject · relation"`` (``case_id`` keys the records).
+
+Measurement fields the remedies read (they name these values and turn them into command lines):
+
+* ``edit_layers`` / ``n_model_layers`` — the run's edit layers and the model's depth;
+* ``lam`` / ``alpha`` — the run's λ and α; ``kck`` — kᵀC⁻¹k of the request's key column at L (covariance rule;
+  MEMIT writes the share ``s/(1+s)`` of R along the key, ``s = kᵀC⁻¹k / λ``); ``key_norm`` — ‖k‖ (the isotropic
+  rule writes ``s/(1+s)`` with ``s = ‖k‖² / α``);
+* ``value_steps`` / ``value_steps_run`` / ``value_clamp`` — configured and run value-optimisation steps, the
+  clamp; ``value_norm_rel`` — ‖δ‖/‖h‖ of the request's optimised value (at the clamp when it equals it);
+* ``switch_layer`` / ``switch_rate`` — where :func:`geomprobe.probes.subject_switch_rate` peaks on the request's
+  prompt template (its subject and other subjects swapped in); measured only for requests on which a rule that
+  names it fires (``not-the-drift``, ``value-not-reached``), else None.
 
 The rules, in the order they are evaluated (rule ids are stable; :data:`THRESHOLDS` holds the constants):
 
@@ -55,6 +70,23 @@ rule id                     fires when (on a form's record)
 ==========================  =====================================================================================
 
 A failing record with none of the causal rules firing gets ``unexplained`` (no rule matches its numbers).
+
+Remedies as commands: each rule's :class:`Fix` entries name values measured for this case, computed by
+:func:`remedy_values` (``WRITE_SHARE``, ``VALUE_STEPS_FACTOR``, ``VALUE_CLAMP_FACTOR`` are named constants):
+
+* ``value-not-reached`` — ``--set value_steps=<steps × 2> --set value_clamp=<clamp × 2>``; and ``--layers a-b``
+  (as many layers as the run edits, ending where the subject switch rate peaks) when that differs from the run's;
+* ``not-written`` — covariance rule: ``--set lam=<kᵀC⁻¹k / 9>``, the λ that writes 90% of R along this key
+  (only when the run's λ writes less); isotropic rule: ``--set alpha=<‖k‖² / 9>``;
+* ``covariance-amplifies`` — ``--editor`` the isotropic editor with the same value optimisation
+  (:data:`ISOTROPIC_EDITOR`); ``conflict-collapses-rho`` — ``--editor`` the HKI editor (:data:`HKI_EDITOR`);
+* ``not-the-drift`` — ``--layers a-b`` around the switch-rate peak, as above.
+
+A fix whose values are not measured is left out and the rule's general remedy is listed instead.  Given the
+run (:class:`~geomprobe.report.records.Run`), each fix with a change becomes a command line in
+``remedy_commands``: ``geomprobe diagnose --model M --requests R --editor E`` with the run's ``--layers`` /
+``--set`` options and the fix's change.
+
 Every verdict record carries the rule ids that fired, the numbers they read and the remedies, and a
 sentence assembled from per-rule templates, e.g. *"fails on the instruction form: Δ = 7.9 exceeds ρ = 2.6
 (3.0×); the covariance term amplifies the prompt drift 11×; the isotropic update would give Δ = 1.4"*.
@@ -63,8 +95,10 @@ sentence assembled from per-rule templates, e.g. *"fails on the instruction form
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
+
+from .records import Measurement, Run, Verdict
 
 #: Named thresholds (the verdict record lists the values used).
 FORM_SUCCESS = 0.5        # share of a form's prompts on which the target must win for the form to count as ok
@@ -72,22 +106,27 @@ AMPLIFICATION = 3.0       # covariance Δ / identity Δ above this: the covarian
 CONFLICT = 0.8            # mean 1 − |cos| between relation gradients above this: near-orthogonal relations
 RHO_REL_SMALL = 0.1       # ρ/‖h‖ below this: a collapsed tolerance radius
 COLLISION = 0.9           # key cosine to another edited subject above this: near-duplicate subjects collide
+#: Named constants of the remedies.
+WRITE_SHARE = 0.9         # "lower λ / α" proposes the value that writes this share of R along the request's key
+VALUE_STEPS_FACTOR = 2.0  # "optimise the value longer": value_steps times this
+VALUE_CLAMP_FACTOR = 2.0  # "larger clamp": value_clamp times this
 
 THRESHOLDS: dict[str, float] = {"FORM_SUCCESS": FORM_SUCCESS, "AMPLIFICATION": AMPLIFICATION, "CONFLICT": CONFLICT,
-                                "RHO_REL_SMALL": RHO_REL_SMALL, "COLLISION": COLLISION}
+                                "RHO_REL_SMALL": RHO_REL_SMALL, "COLLISION": COLLISION, "WRITE_SHARE": WRITE_SHARE,
+                                "VALUE_STEPS_FACTOR": VALUE_STEPS_FACTOR, "VALUE_CLAMP_FACTOR": VALUE_CLAMP_FACTOR}
 
-#: Fields of a measurement record (JSON ``measurements[i]``); numbers may be None where not measurable.
-MEASUREMENT_FIELDS: tuple[str, ...] = (
-    "editor", "editor_rule", "case_id", "subject", "relation", "form", "layer", "n_prompts",
-    "success_before", "success_after", "decl_success_after", "target_prob_before", "target_prob_after",
-    "token_acc_before", "token_acc_after", "rho", "rho_rel", "h_norm", "value_predicts", "delta", "delta_covariance", "delta_identity", "amplification",
-    "dk_norm", "key_cosine", "conflict", "n_relations", "collision_subject", "collision_cosine",
-)
-#: Fields of a verdict record (JSON ``verdicts[i]``).
-VERDICT_FIELDS: tuple[str, ...] = ("editor", "case_id", "subject", "relation", "form", "ok", "rules", "verdict",
-                                   "remedies", "numbers", "thresholds")
+#: Fields of a measurement record (JSON ``measurements[i]``; :class:`~geomprobe.report.records.Measurement`).
+MEASUREMENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Measurement))
+#: Fields of a verdict record (JSON ``verdicts[i]``; :class:`~geomprobe.report.records.Verdict`).
+VERDICT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Verdict))
 
 _COVARIANCE_RULES = ("covariance", "projection", "rank-one")
+#: The isotropic-update (IGA) editor with the same value optimisation, per covariance editor.
+ISOTROPIC_EDITOR: dict[str, str] = {"memit": "rose-no-hki", "memit-merge": "rose-no-hki", "alphaedit": "rose-no-hki",
+                                    "rome": "rose-no-hki", "rose-no-iga": "rose"}
+#: The HKI editor with the same update rule, per update rule.
+HKI_EDITOR: dict[str, str] = {"identity": "rose", "covariance": "rose-no-iga"}
+_HKI_EDITORS = ("rose", "rose-no-iga")
 
 
 def _num(m: Mapping[str, Any], key: str) -> float | None:
@@ -120,6 +159,108 @@ def _gt(m, a: str, b: str) -> bool:
     return x is not None and y is not None and x > y
 
 
+def _floor_sig(x: float, digits: int = 3) -> float:
+    """``x`` rounded *down* to ``digits`` significant digits (a proposed λ must not overshoot the share)."""
+    if x <= 0 or not math.isfinite(x):
+        return x
+    e = math.floor(math.log10(x)) - digits + 1
+    nudge = 1 + 1e-9  # 45 · 0.1 / 0.9 is 4.999…: keep it 5
+    return math.floor(x / 10 ** e * nudge) * 10 ** e if e >= 0 else math.floor(x * 10 ** -e * nudge) / 10 ** -e
+
+
+def _switch_layers(m: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """As many edit layers as the run used, ending at the layer where the subject switch rate peaks (or, when
+    that is the run's own window, starting there); None when unmeasured or no different window fits."""
+    peak, edit, n_model = m.get("switch_layer"), m.get("edit_layers"), m.get("n_model_layers")
+    if peak is None or not edit:
+        return None
+    n, peak = len(edit), int(peak)
+    top = int(n_model) - 1 if n_model else max(peak, max(edit))
+    a = max(0, peak - n + 1)
+    for lo in (a, peak):
+        window = tuple(range(lo, min(lo + n - 1, top) + 1))
+        if window and window != tuple(edit):
+            return window
+    return None
+
+
+def remedy_values(m: Mapping[str, Any], t: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """The concrete values the remedies propose, derived from the record's numbers (None: not measurable).
+
+    * ``written_share`` — share of R the covariance rule writes along the request's key, ``s/(1+s)`` with
+      ``s = kᵀC⁻¹k / λ`` (single-key closed form); ``lam_target`` — the λ that writes ``WRITE_SHARE`` of it,
+      ``kᵀC⁻¹k (1 − WRITE_SHARE) / WRITE_SHARE`` (= kᵀC⁻¹k / 9 for 90%), rounded down to 3 digits; None when the
+      run's λ already writes that much or the rule is not the covariance rule;
+    * ``alpha_share`` / ``alpha_target`` — the same for the isotropic rule with ``s = ‖k‖² / α``;
+    * ``value_steps_more`` / ``value_clamp_more`` — ``value_steps × VALUE_STEPS_FACTOR``,
+      ``value_clamp × VALUE_CLAMP_FACTOR``;
+    * ``switch_layers`` — edit layers around the peak of ``probes.subject_switch_rate`` (:func:`_switch_layers`);
+    * ``isotropic_editor`` / ``hki_editor`` — the editor to switch to (:data:`ISOTROPIC_EDITOR`, :data:`HKI_EDITOR`).
+    """
+    t = {**THRESHOLDS, **(t or {})}
+    p = t["WRITE_SHARE"]
+    out: dict[str, Any] = {k: None for k in ("written_share", "lam_target", "alpha_share", "alpha_target",
+                                             "value_steps_more", "value_clamp_more", "switch_layers",
+                                             "isotropic_editor", "hki_editor")}
+    rule, editor = m.get("editor_rule"), m.get("editor")
+    kck, lam = _num(m, "kck"), _num(m, "lam")
+    if rule == "covariance" and kck is not None and kck > 0 and lam:
+        s = kck / lam
+        out["written_share"] = s / (1 + s)
+        target = _floor_sig(kck * (1 - p) / p)
+        out["lam_target"] = target if target < lam else None
+    kn, alpha = _num(m, "key_norm"), _num(m, "alpha")
+    if rule == "identity" and kn and alpha:
+        s = kn ** 2 / alpha
+        out["alpha_share"] = s / (1 + s)
+        target = _floor_sig(kn ** 2 * (1 - p) / p)
+        out["alpha_target"] = target if target < alpha else None
+    steps, clamp = m.get("value_steps"), _num(m, "value_clamp")
+    if steps:
+        out["value_steps_more"] = int(math.ceil(int(steps) * t["VALUE_STEPS_FACTOR"]))
+    if clamp:
+        out["value_clamp_more"] = round(clamp * t["VALUE_CLAMP_FACTOR"], 4)
+    sl = _switch_layers(m)
+    out["switch_layers"] = sl
+    out["switch_layers_text"] = (f"{sl[0]}-{sl[-1]}" if len(sl) > 1 else str(sl[0])) if sl else None
+    if rule in _COVARIANCE_RULES and editor:
+        out["isotropic_editor"] = ISOTROPIC_EDITOR.get(str(editor), "rose")
+    if editor and editor not in _HKI_EDITORS:
+        out["hki_editor"] = HKI_EDITOR.get(str(rule), "rose")
+    return out
+
+
+@dataclass(frozen=True)
+class Fix:
+    """A concrete remedy: a sentence naming measured values, and the command-line change that tries it.
+
+    Attributes:
+        says: sentence, ``str.format``-ed with the record's numbers and :func:`remedy_values`.
+        needs: the values it names; the fix applies only when every one of them is measured (not None).
+        editor: name of a :func:`remedy_values` entry to pass as ``--editor``, or "".
+        layers: name of a :func:`remedy_values` entry to pass as ``--layers``, or "".
+        sets: ``(option, value name)`` pairs passed as ``--set option=<value>``.
+        numbers: the record fields it reads (copied into the verdict's ``numbers`` with :attr:`needs`).
+    """
+
+    says: str
+    needs: tuple[str, ...]
+    editor: str = ""
+    layers: str = ""
+    sets: tuple[tuple[str, str], ...] = ()
+    numbers: tuple[str, ...] = ()
+
+    def applies(self, vals: Mapping[str, Any]) -> bool:
+        return all(vals.get(k) is not None for k in self.needs)
+
+    def command(self, vals: Mapping[str, Any], run: Run) -> str | None:
+        if not (self.editor or self.layers or self.sets):
+            return None
+        return run.command(editor=vals[self.editor] if self.editor else None,
+                           layers=vals[self.layers] if self.layers else None,
+                           **{opt: vals[name] for opt, name in self.sets})
+
+
 @dataclass(frozen=True)
 class Rule:
     """One verdict rule.
@@ -129,8 +270,9 @@ class Rule:
         when: the condition, in words (rendered in the docs and the report's rule table).
         fires: predicate on (measurement record, thresholds).
         says: sentence fragment, ``str.format``-ed with the record's numbers (and ``ratio``, ``n``).
-        remedy: what to try, or "" when the rule names no remedy.
+        remedy: what to try, in general ("" when the rule names no remedy); listed when no :attr:`fixes` applies.
         numbers: the record fields the rule reads (copied into the verdict's ``numbers``).
+        fixes: concrete remedies with their command lines (:class:`Fix`), each used when its values are measured.
     """
 
     id: str
@@ -139,7 +281,13 @@ class Rule:
     says: str
     remedy: str
     numbers: tuple[str, ...]
+    fixes: tuple[Fix, ...] = ()
 
+
+_SWITCH_FIX = Fix("edit layers {switch_layers_text} (the subject switch rate peaks at layer {switch_layer}: "
+                  "{switch_rate:.0%} of swapped subjects switch the answer; the run edited {edit_layers_text})",
+                  ("switch_layers", "switch_layer"), layers="switch_layers",
+                  numbers=("switch_rate", "edit_layers", "n_model_layers"))
 
 RULES: tuple[Rule, ...] = (
     Rule("ok", "success_after >= FORM_SUCCESS",
@@ -153,11 +301,23 @@ RULES: tuple[Rule, ...] = (
          lambda m, t: _fails(m, t) and _is_decl(m) and not m.get("value_predicts"),
          "the edit did not take: the optimised value itself does not predict the target (ρ = 0)",
          "optimise the value longer or with a larger clamp (value_steps, value_clamp), or edit other layers",
-         ("value_predicts", "rho")),
+         ("value_predicts", "rho"),
+         (Fix("optimise the value longer and with a larger clamp: value_steps {value_steps} → {value_steps_more} "
+              "(ran {value_steps_run} steps), value_clamp {value_clamp} → {value_clamp_more} "
+              "(‖δ‖/‖h‖ = {value_norm_rel:.2f})", ("value_steps_more", "value_clamp_more"),
+              sets=(("value_steps", "value_steps_more"), ("value_clamp", "value_clamp_more")),
+              numbers=("value_steps", "value_steps_run", "value_clamp", "value_norm_rel")),
+          _SWITCH_FIX)),
     Rule("not-written", "declarative form fails although the optimised value predicts the target",
          lambda m, t: _fails(m, t) and _is_decl(m) and bool(m.get("value_predicts")),
          "the edit did not take: the value predicts the target (ρ = {rho:.3g}) but the update did not write it",
-         "lower λ (covariance rules) or α, or spread the edit over more layers", ("value_predicts", "rho")),
+         "lower λ (covariance rules) or α, or spread the edit over more layers", ("value_predicts", "rho"),
+         (Fix("lower λ: λ = {lam:g} writes {written_share:.0%} of R along this key (kᵀC⁻¹k = {kck:.4g}); "
+              "λ = {lam_target:.3g} writes {WRITE_SHARE:.0%}", ("lam_target",), sets=(("lam", "lam_target"),),
+              numbers=("lam", "kck", "written_share")),
+          Fix("lower α: α = {alpha:g} writes {alpha_share:.0%} of R along this key (‖k‖² = {key_norm_sq:.3g}); "
+              "α = {alpha_target:.3g} writes {WRITE_SHARE:.0%}", ("alpha_target",),
+              sets=(("alpha", "alpha_target"),), numbers=("alpha", "key_norm", "alpha_share")))),
     Rule("decl-failed", "a question/instruction form fails and the declarative form fails too",
          lambda m, t: _fails(m, t) and not _is_decl(m) and not _decl_ok(m, t),
          "the edit did not take on the declarative form either", "fix the declarative edit first (see its verdict)",
@@ -171,26 +331,32 @@ RULES: tuple[Rule, ...] = (
          "the covariance term amplifies the prompt drift {amplification:.0f}×; the isotropic update would give "
          "Δ = {delta_identity:.3g}",
          "use the isotropic update (IGA: rose, or rose-no-hki)", ("amplification", "delta_covariance",
-                                                                  "delta_identity")),
+                                                                  "delta_identity"),
+         (Fix("use the isotropic update (IGA): {isotropic_editor} would give Δ = {delta_identity:.3g} instead of "
+              "{delta_covariance:.3g}", ("isotropic_editor",), editor="isotropic_editor"),)),
     Rule("conflict-collapses-rho", "form fails, conflict > CONFLICT, rho_rel < RHO_REL_SMALL, >= 2 relations",
          lambda m, t: (_fails(m, t) and (m.get("n_relations") or 0) >= 2
                        and (_num(m, "conflict") or 0.0) > t["CONFLICT"]
                        and (_num(m, "rho_rel") if _num(m, "rho_rel") is not None else 1.0) < t["RHO_REL_SMALL"]),
          "the subject's {n_relations} relations are near-orthogonal (conflict {conflict:.2f}), which collapsed ρ "
          "(ρ/‖h‖ = {rho_rel:.2g})",
-         "optimise the subject's value with HKI (rose, rose-no-iga)", ("conflict", "n_relations", "rho_rel")),
+         "optimise the subject's value with HKI (rose, rose-no-iga)", ("conflict", "n_relations", "rho_rel"),
+         (Fix("optimise the subject's value with HKI: {hki_editor} (conflict {conflict:.2f} between its "
+              "{n_relations} relations)", ("hki_editor",), editor="hki_editor"),)),
     Rule("not-the-drift", "form fails, declarative succeeds, delta <= rho",
          lambda m, t: (_fails(m, t) and not _is_decl(m) and _decl_ok(m, t) and _num(m, "delta") is not None
                        and _num(m, "rho") is not None and not _gt(m, "delta", "rho")),
          "Δ = {delta:.3g} stays within ρ = {rho:.3g}, so the failure is not the drift (key cosine to the "
          "declarative key {key_cosine:.2f})",
          "edit a different layer (see probes.subject_switch_rate for where the form reads the subject)",
-         ("delta", "rho", "key_cosine")),
+         ("delta", "rho", "key_cosine"), (_SWITCH_FIX,)),
     Rule("near-duplicate", "form fails and collision_cosine > COLLISION",
          lambda m, t: _fails(m, t) and (_num(m, "collision_cosine") or 0.0) > t["COLLISION"],
          "a near-duplicate subject collides ({collision_subject!s}, key cosine {collision_cosine:.2f})",
          "edit the colliding subjects in separate batches, or disambiguate them in the prompt",
-         ("collision_subject", "collision_cosine")),
+         ("collision_subject", "collision_cosine"),
+         (Fix("edit {subject} and {collision_subject} in separate batches (key cosine {collision_cosine:.2f}), or "
+              "disambiguate them in the prompt", ("collision_subject",)),)),
 )
 
 RULE_IDS: tuple[str, ...] = tuple(r.id for r in RULES) + ("unexplained",)
@@ -212,38 +378,55 @@ class _NA:
         return "n/a"
 
 
-def _fmt_values(m: Mapping[str, Any]) -> _Fmt:
+def _mapping(measurement: Measurement | Mapping[str, Any]) -> Mapping[str, Any]:
+    return measurement.to_dict() if isinstance(measurement, Measurement) else measurement
+
+
+def _fmt_values(m: Mapping[str, Any], extra: Mapping[str, Any] = ()) -> _Fmt:
     vals = _Fmt()
-    for k, v in m.items():
+    for k, v in {**m, **dict(extra)}.items():
         vals[k] = _NA() if v is None or (isinstance(v, float) and math.isnan(v)) else v
     d, r = _num(m, "delta"), _num(m, "rho")
     vals["ratio"] = d / r if d is not None and r else (math.inf if d else _NA())
     vals["ratio_text"] = (f"{d / r:.1f}×" if d is not None and r else
                           "ρ collapsed to 0: any drift leaves the target's region" if d else "n/a")
+    kn = _num(m, "key_norm")
+    vals["key_norm_sq"] = kn ** 2 if kn is not None else _NA()
+    el = m.get("edit_layers")
+    vals["edit_layers_text"] = (f"{el[0]}-{el[-1]}" if len(el) > 1 else str(el[0])) if el else _NA()
     return vals
 
 
-def fired(measurement: Mapping[str, Any], thresholds: Mapping[str, float] | None = None) -> list[str]:
+def fired(measurement: Measurement | Mapping[str, Any], thresholds: Mapping[str, float] | None = None) -> list[str]:
     """Ids of the rules that fire on ``measurement``, in :data:`RULES` order (``["unexplained"]`` when a
     failing record matches no causal rule)."""
+    m = _mapping(measurement)
     t = {**THRESHOLDS, **(thresholds or {})}
-    ids = [r.id for r in RULES if r.fires(measurement, t)]
+    ids = [r.id for r in RULES if r.fires(m, t)]
     if not ids:
         ids = ["unexplained"]
     return ids
 
 
-def judge(measurement: Mapping[str, Any], thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """The verdict record of one measurement record (fields :data:`VERDICT_FIELDS`).
+def judge(measurement: Measurement | Mapping[str, Any], thresholds: Mapping[str, float] | None = None,
+          run: Run | None = None) -> Verdict:
+    """The verdict on one measurement record (a :class:`Measurement` or its JSON dict).
 
     ``verdict`` is ``"<ok|fails> on the <form> form: <fragments of the fired rules joined by '; '>"``.
+    ``remedies`` name the values measured for this case (:class:`Fix`, falling back to the rule's general
+    remedy); with ``run`` (the :class:`~geomprobe.report.records.Run` that produced the record),
+    ``remedy_commands`` holds the ``geomprobe diagnose`` command line of each remedy that has one, the run's own
+    options with the remedy's change.  A pure function of its arguments.
     """
+    m = _mapping(measurement)
     t = {**THRESHOLDS, **(thresholds or {})}
-    ids = fired(measurement, t)
+    ids = fired(m, t)
     ok = "ok" in ids
-    vals = _fmt_values(measurement)
-    form = measurement.get("form", "?")
-    parts, remedies, numbers = [], [], {}
+    rv = remedy_values(m, t)
+    vals = _fmt_values(m, {**rv, **t})
+    known = {**m, **rv}
+    form = m.get("form") or "?"
+    parts, remedies, commands, numbers = [], [], [], {}
     for rid in ids:
         if rid == "unexplained":
             parts.append("no rule explains the failure from these measurements")
@@ -252,24 +435,36 @@ def judge(measurement: Mapping[str, Any], thresholds: Mapping[str, float] | None
         if rid == "ok":
             continue
         parts.append(rule.says.format_map(vals))
-        if rule.remedy and rule.remedy not in remedies:
-            remedies.append(rule.remedy)
         for k in rule.numbers:
-            numbers[k] = measurement.get(k)
+            numbers[k] = m.get(k)
+        fixes = [f for f in rule.fixes if f.applies(known)]
+        if not fixes and rule.remedy and rule.remedy not in remedies:
+            remedies.append(rule.remedy)
+        for f in fixes:
+            text = f.says.format_map(vals)
+            if text not in remedies:
+                remedies.append(text)
+            for k in (*f.needs, *f.numbers):
+                numbers[k] = known.get(k)
+            cmd = f.command(rv, run) if run is not None else None
+            if cmd and cmd not in commands:
+                commands.append(cmd)
     for k in _BY_ID["ok"].numbers:
-        numbers[k] = measurement.get(k)
+        numbers[k] = m.get(k)
+    numbers = {k: (list(v) if isinstance(v, tuple) else v) for k, v in numbers.items()}
     if ok:
         head = _BY_ID["ok"].says.format_map(vals)
         sentence = head + ("; " + "; ".join(parts) if parts else "")
     else:
         sentence = f"fails on the {form} form: " + "; ".join(parts)
-    return {"editor": measurement.get("editor"), "case_id": measurement.get("case_id"),
-            "subject": measurement.get("subject"), "relation": measurement.get("relation"), "form": form, "ok": ok,
-            "rules": ids, "verdict": sentence, "remedies": remedies, "numbers": numbers, "thresholds": dict(t)}
+    label = m.get("label") or (f"{m.get('subject')} · {m.get('relation')}" if m.get("subject") is not None else None)
+    return Verdict(editor=m.get("editor"), case_id=m.get("case_id"), label=label, subject=m.get("subject"),
+                   relation=m.get("relation"), form=form, ok=ok, rules=tuple(ids), verdict=sentence,
+                   remedies=tuple(remedies), remedy_commands=tuple(commands), numbers=numbers, thresholds=dict(t))
 
 
-def judge_all(measurements, thresholds: Mapping[str, float] | None = None) -> list[dict[str, Any]]:
-    return [judge(m, thresholds) for m in measurements]
+def judge_all(measurements, thresholds: Mapping[str, float] | None = None, run: Run | None = None) -> list[Verdict]:
+    return [judge(m, thresholds, run) for m in measurements]
 
 
 def rules_table() -> list[dict[str, str]]:
@@ -277,5 +472,7 @@ def rules_table() -> list[dict[str, str]]:
     return [{"id": r.id, "when": r.when, "says": r.says, "remedy": r.remedy} for r in RULES]
 
 
-__all__ = ["AMPLIFICATION", "COLLISION", "CONFLICT", "FORM_SUCCESS", "MEASUREMENT_FIELDS", "RHO_REL_SMALL", "RULES",
-           "RULE_IDS", "Rule", "THRESHOLDS", "VERDICT_FIELDS", "fired", "judge", "judge_all", "rules_table"]
+__all__ = ["AMPLIFICATION", "COLLISION", "CONFLICT", "FORM_SUCCESS", "Fix", "HKI_EDITOR", "ISOTROPIC_EDITOR",
+           "MEASUREMENT_FIELDS", "Measurement", "RHO_REL_SMALL", "RULES", "RULE_IDS", "Rule", "Run", "THRESHOLDS",
+           "VALUE_CLAMP_FACTOR", "VALUE_STEPS_FACTOR", "VERDICT_FIELDS", "Verdict", "WRITE_SHARE", "fired", "judge",
+           "judge_all", "remedy_values", "rules_table"]

@@ -21,6 +21,7 @@ from typing import Any
 
 from ..data.forms import RelationTemplates, render
 from ..data.requests import EditRequest, Query
+from ..data.toy_templates import TOY_TEMPLATES
 from ..errors import RequestFormatError
 
 #: Closed object sets, one per relation (every object is one word, so one token).
@@ -35,94 +36,8 @@ OBJECTS: dict[str, tuple[str, ...]] = {
                  "Garrowind", "Sunquay"),
 }
 
-# Templates: the canonical declarative prompt, training templates as (form, template), held-out
-# questions.  Held-out questions are new word orders over the training vocabulary.
-_TEMPLATES: dict[str, dict[str, Any]] = {
-    "home_city": {
-        "declarative": "{} lives in the city of",
-        "train": [
-            ("declarative", "The home city of {} is"),
-            ("declarative", "The city where {} lives is"),
-            ("declarative", "{} has a home in the city of"),
-            ("declarative", "{} is a resident of the city of"),
-            ("declarative", "As everyone knows, {} lives in the city of"),
-            ("question", "Where does {} live?"),
-            ("question", "What is the home city of {}?"),
-            ("question", "In which city does {} live?"),
-            ("question", "Which city is {} a resident of?"),
-            ("instruction", "Name the home city of {}."),
-            ("instruction", "Tell me the city where {} lives."),
-        ],
-        "eval_questions": [
-            "Which city is the home city of {}?",
-            "What city does {} live in?",
-            "In which city does {} have a home?",
-        ],
-    },
-    "occupation": {
-        "declarative": "The occupation of {} is",
-        "train": [
-            ("declarative", "{} works as a"),
-            ("declarative", "By occupation, {} is a"),
-            ("declarative", "The job of {} is"),
-            ("declarative", "{} earns a living as a"),
-            ("declarative", "As everyone knows, {} works as a"),
-            ("question", "What is the occupation of {}?"),
-            ("question", "What does {} do for a living?"),
-            ("question", "What is the job of {}?"),
-            ("question", "Which job does {} have?"),
-            ("instruction", "Name the occupation of {}."),
-            ("instruction", "Tell me the job of {}."),
-        ],
-        "eval_questions": [
-            "What job does {} have?",
-            "What does {} work as?",
-            "Which occupation does {} have?",
-        ],
-    },
-    "favourite_colour": {
-        "declarative": "The favourite colour of {} is",
-        "train": [
-            ("declarative", "{} likes the colour"),
-            ("declarative", "The colour that {} likes most is"),
-            ("declarative", "Of all colours, {} likes most the colour"),
-            ("declarative", "{} has a favourite colour, and it is"),
-            ("declarative", "As everyone knows, {} likes the colour"),
-            ("question", "What is the favourite colour of {}?"),
-            ("question", "Which colour does {} like most?"),
-            ("question", "What colour does {} like?"),
-            ("question", "Which colour is the favourite of {}?"),
-            ("instruction", "Name the favourite colour of {}."),
-            ("instruction", "Tell me the colour that {} likes most."),
-        ],
-        "eval_questions": [
-            "What colour is the favourite colour of {}?",
-            "Which colour does {} like?",
-            "What is the colour that {} likes most?",
-        ],
-    },
-    "employer": {
-        "declarative": "{} is employed by",
-        "train": [
-            ("declarative", "The employer of {} is"),
-            ("declarative", "{} works for the company"),
-            ("declarative", "The company that employs {} is"),
-            ("declarative", "{} has a job at the company"),
-            ("declarative", "As everyone knows, {} is employed by"),
-            ("question", "Who is the employer of {}?"),
-            ("question", "Which company employs {}?"),
-            ("question", "For which company does {} work?"),
-            ("question", "Who employs {}?"),
-            ("instruction", "Name the employer of {}."),
-            ("instruction", "Tell me the company that employs {}."),
-        ],
-        "eval_questions": [
-            "Which company does {} work for?",
-            "What is the company that employs {}?",
-            "Which company is the employer of {}?",
-        ],
-    },
-}
+# The relations' templates (canonical declarative prompt, training templates as (form, template), held-out
+# questions) are TOY_TEMPLATES in geomprobe.data.toy_templates: forms.py serves them without importing this module.
 
 _ONSETS = ("b", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gr",
            "kr", "th", "sh", "st", "tr", "vr")
@@ -202,7 +117,7 @@ class World:
 
 def toy_relation_templates() -> dict[str, RelationTemplates]:
     """Template pools of the toy relations (pass as ``templates=`` to the forms helpers)."""
-    return {rel: RelationTemplates.from_dict(rel, d) for rel, d in _TEMPLATES.items()}
+    return {rel: RelationTemplates.from_dict(rel, d) for rel, d in TOY_TEMPLATES.items()}
 
 
 def words(text: str) -> list[str]:
@@ -212,7 +127,7 @@ def words(text: str) -> list[str]:
 
 def _template_words() -> set[str]:
     out: set[str] = set()
-    for d in _TEMPLATES.values():
+    for d in TOY_TEMPLATES.values():
         for t in (d["declarative"], *(t for _, t in d["train"]), *d["eval_questions"]):
             out.update(words(t))
     return out
