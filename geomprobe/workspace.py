@@ -288,8 +288,7 @@ class Workspace:
         todo = [l for l in layers if ("cov", l) not in self._memo]
         if todo:
             cfg = self.config
-            stats = key_covariance(self.lm, todo, corpus=cfg.corpus, n_tokens=cfg.n_tokens, max_len=cfg.max_len,
-                                   progress=False)
+            stats = key_covariance(self.lm, todo, corpus=cfg.corpus, n_tokens=cfg.n_tokens, max_len=cfg.max_len)
             for l in todo:
                 self._memo[("cov", l)] = stats[l].C
         return {l: self._memo[("cov", l)] for l in layers}

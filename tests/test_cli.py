@@ -218,8 +218,3 @@ def test_progress_is_silent_off_a_terminal_except_start_and_end_lines(capsys, mo
         pr.note("hidden")
     pr.note("shown")
     assert capsys.readouterr().err == "geomprobe: shown\n"
-
-
-def test_cli_has_no_package_import_cycle():
-    src = (Path(__file__).parents[1] / "geomprobe" / "cli.py").read_text()
-    assert "import geomprobe as gp" not in src

@@ -117,8 +117,7 @@ class Editor:
 
     # ---- pieces ------------------------------------------------------------------------------
     def _covariance(self, lm: LM, cfg: EditorConfig, layers: Sequence[int]) -> dict[int, torch.Tensor]:
-        stats = key_covariance(lm, list(layers), corpus=cfg.corpus, n_tokens=cfg.n_tokens, max_len=cfg.max_len,
-                               progress=False)
+        stats = key_covariance(lm, list(layers), corpus=cfg.corpus, n_tokens=cfg.n_tokens, max_len=cfg.max_len)
         return {l: stats[l].C for l in layers}
 
     def _column_reads(self, lm: LM, requests: Sequence[EditRequest], members: Sequence[Sequence[int]],

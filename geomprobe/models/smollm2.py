@@ -33,8 +33,10 @@ What was found (transformers 5.23, gguf 0.19, torch 2.13 CPU):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
 import json
 import os
 import shutil
@@ -336,10 +338,17 @@ def ensure_smollm2(cache_dir: Path | None = None) -> Path:
         scratch = Path(scratch)
         download_dir = scratch / "download"
         download_dir.mkdir()
+        from ..progress import is_interactive, note
+
+        note(f"preparing SmolLM2-135M-Instruct in {target} (first run only: checksum, dequantise, verify; "
+             "about a minute)")
         gguf_path, source = find_gguf(download_dir)
         verify_sha256(gguf_path, GGUF_SHA256)
         staged = scratch / "model"
-        convert_gguf(gguf_path, staged, source=source)
+        # transformers draws its own tqdm bar over the GGUF tensors: keep it to terminals (a log gets the note)
+        quiet = contextlib.redirect_stderr(io.StringIO()) if not is_interactive() else contextlib.nullcontext()
+        with quiet:
+            convert_gguf(gguf_path, staged, source=source)
         if is_complete(target):  # another process finished first
             return target
         if target.exists():

@@ -97,8 +97,7 @@ def activation_deviation(lm: LM, update: EditUpdate, layers: Sequence[int] | Non
         config = update.editor_config()
     need_c = [l for l in layers if any(r != "update" and update_rules.get_rule(r).needs_covariance for r in rules)]
     if need_c and covariances is None:
-        stats = key_covariance(lm, need_c, corpus=config.corpus, n_tokens=config.n_tokens, max_len=config.max_len,
-                               progress=False)
+        stats = key_covariance(lm, need_c, corpus=config.corpus, n_tokens=config.n_tokens, max_len=config.max_len)
         covariances = {l: stats[l].C for l in need_c}
     index, k_decl, k_form = form_key_pairs(lm, update, layers, forms)
     rows = []

@@ -63,6 +63,7 @@ def load_inputs(model: Any, requests: Any, device: str | None = None, dtype: str
     else:
         kw = {k: v for k, v in (("device", device), ("dtype", dtype)) if v}
         t0 = time.perf_counter()
+        log(f"loading {model} ...")
         lm = load_model(str(model), **kw)
         log(f"loaded {lm.name} ({time.perf_counter() - t0:.1f} s)")
     for r in reqs:
