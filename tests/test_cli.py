@@ -218,3 +218,16 @@ def test_progress_is_silent_off_a_terminal_except_start_and_end_lines(capsys, mo
         pr.note("hidden")
     pr.note("shown")
     assert capsys.readouterr().err == "geomprobe: shown\n"
+
+
+def test_bad_options_answer_without_importing_torch():
+    """The checks run before torch and transformers are imported (about 0.2 s from the shell instead of 3-4 s)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from geomprobe.cli import main; "
+            "rc = main(['--set', 'value_lr=abc', 'diagnose', '--model', 'toy-gpt2', '--requests', 'toy']); "
+            "print(rc, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2", "False", "False"], (out.stdout, out.stderr)
+    assert "value_lr" in out.stderr

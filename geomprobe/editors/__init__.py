@@ -7,33 +7,28 @@ Names: ``rome``, ``memit``, ``memit-merge``, ``alphaedit``, ``rose``, ``rose-no-
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
-from typing import Any
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 from ..errors import GeomprobeError
-from .config import MODES, RULES, EditorConfig, Mode, Rule, ValueConfig
-from .locate import Editor
-from .presets import PRESETS, preset_for
-from .rules import UPDATE_RULES
-from .update import AppliedEdit, EditUpdate
-from .value import ValueResult, optimize_values
+from .config import EDITORS, MODES, RULES, EditorConfig, Mode, Rule, ValueConfig, parse_editor_name
 
-#: name -> (value optimisation mode, update rule)
-EDITORS: dict[str, tuple[Mode, Rule]] = {
-    "rome": ("per-request", "rank-one"),
-    "memit": ("per-request", "covariance"),
-    "memit-merge": ("joint", "covariance"),
-    "alphaedit": ("per-request", "projection"),
-    "rose": ("hki", "identity"),
-    "rose-no-iga": ("hki", "covariance"),
-    "rose-no-hki": ("joint", "identity"),
-}
+if TYPE_CHECKING:
+    from .locate import Editor
 
-_REVIVE = re.compile(r"^revive\(\s*([\w-]+)\s*(?:,\s*tau\s*=\s*([0-9.eE+-]+)\s*)?\)$")
+#: Names imported on first use (they pull in torch and transformers): ``from geomprobe.editors import Editor``.
+_LAZY = {"Editor": "locate", "PRESETS": "presets", "preset_for": "presets", "UPDATE_RULES": "rules",
+         "AppliedEdit": "update", "EditUpdate": "update", "ValueResult": "value", "optimize_values": "value"}
 
 
-def get(name: str, config: EditorConfig | None = None, **overrides: Any) -> Editor:
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def get(name: str, config: EditorConfig | None = None, **overrides: Any) -> "Editor":
     """An editor by name.
 
     Args:
@@ -42,22 +37,20 @@ def get(name: str, config: EditorConfig | None = None, **overrides: Any) -> Edit
         overrides: fields of :class:`EditorConfig` (``layers=``, ``lam=``...) or of its value config
             prefixed ``value_`` (``value_steps=``...), applied on top of the preset.
     """
-    m = _REVIVE.match(name.strip())
-    if m:
-        inner = get(m.group(1), config, **overrides)
-        tau = float(m.group(2)) if m.group(2) else None
-        return revive(inner, tau)
-    if name not in EDITORS:
-        raise GeomprobeError(f"unknown editor {name!r}; use one of {', '.join(EDITORS)} or revive(<editor>)")
-    mode, rule = EDITORS[name]
+    base, wrap, tau = parse_editor_name(name)
+    if wrap:
+        return revive(get(base, config, **overrides), tau)
+    mode, rule = EDITORS[base]
     unknown = sorted(set(overrides) - set(EditorConfig.option_names()))
     if unknown:  # fail here, not at compute time
         raise GeomprobeError(f"unknown editor option(s) {', '.join(unknown)}; use fields of EditorConfig or "
                              "ValueConfig (the latter prefixed value_)")
-    return Editor(name=name, mode=mode, rule=rule, config=config, overrides=dict(overrides))
+    from .locate import Editor
+
+    return Editor(name=base, mode=mode, rule=rule, config=config, overrides=dict(overrides))
 
 
-def revive(editor: Editor, tau: float | None = None) -> Editor:
+def revive(editor: "Editor", tau: float | None = None) -> "Editor":
     """Wrap ``editor``: each layer's ΔW loses its component in the dominant singular block of the
     pre-edit weight (energy share ``tau``, default the config's ``tau`` = 0.9)."""
     overrides = dict(editor.overrides, **({"tau": tau} if tau is not None else {}))
@@ -69,4 +62,5 @@ def names() -> list[str]:
 
 
 __all__ = ["EDITORS", "Editor", "EditorConfig", "EditUpdate", "AppliedEdit", "MODES", "Mode", "PRESETS", "RULES", "Rule",
-           "UPDATE_RULES", "ValueConfig", "ValueResult", "get", "names", "optimize_values", "preset_for", "revive"]
+           "UPDATE_RULES", "ValueConfig", "ValueResult", "get", "names", "optimize_values", "parse_editor_name",
+           "preset_for", "revive"]

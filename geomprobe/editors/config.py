@@ -7,6 +7,7 @@ the update rules and the editors all build on it without importing one another i
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Literal, get_args
 
@@ -135,3 +136,30 @@ def _known(cls: type, d: dict[str, Any], what: str) -> dict[str, Any]:
     if unknown:
         raise GeomprobeError(f"unknown {what} {', '.join(map(repr, unknown))}; use fields of {cls.__name__}")
     return dict(d)
+
+
+#: Built-in editors: name -> (value optimisation mode, update rule).
+EDITORS: dict[str, tuple[Mode, Rule]] = {
+    "rome": ("per-request", "rank-one"),
+    "memit": ("per-request", "covariance"),
+    "memit-merge": ("joint", "covariance"),
+    "alphaedit": ("per-request", "projection"),
+    "rose": ("hki", "identity"),
+    "rose-no-iga": ("hki", "covariance"),
+    "rose-no-hki": ("joint", "identity"),
+}
+
+_REVIVE = re.compile(r"^revive\(\s*([\w-]+)\s*(?:,\s*tau\s*=\s*([0-9.eE+-]+)\s*)?\)$")
+
+
+def parse_editor_name(name: str) -> tuple[str, bool, float | None]:
+    """``"memit"`` -> ``("memit", False, None)``; ``"revive(rose, tau=0.8)"`` -> ``("rose", True, 0.8)``.
+
+    Raises:
+        GeomprobeError: not a built-in editor (nor revive of one).
+    """
+    m = _REVIVE.match(name.strip())
+    base, revive, tau = (m.group(1), True, float(m.group(2)) if m.group(2) else None) if m else (name.strip(), False, None)
+    if base not in EDITORS:
+        raise GeomprobeError(f"unknown editor {name!r}; use one of {', '.join(EDITORS)} or revive(<editor>)")
+    return base, revive, tau

@@ -117,13 +117,13 @@ def _options_of(cls: type, prefix: str = "") -> list[Option]:
 
 def editor_options() -> dict[str, Option]:
     """Every ``--set`` key: EditorConfig fields, then ValueConfig fields prefixed ``value_``."""
-    from . import EditorConfig, ValueConfig
+    from .config import EditorConfig, ValueConfig
 
     return {o.key: o for o in (*_options_of(EditorConfig), *_options_of(ValueConfig, "value_"))}
 
 
 def describe_editor(name: str) -> str:
-    from . import EDITORS
+    from .config import EDITORS
 
     mode, rule = EDITORS[name]
     return f"values: {MODE_TEXT.get(mode, mode)}; update: {RULE_TEXT.get(rule, rule)}"
@@ -243,7 +243,7 @@ def parse_overrides(items: Sequence[str] | None, layers: str | None = None) -> d
 
 def check_overrides(overrides: dict[str, Any]) -> None:
     """Build the configs with these overrides on the defaults, so their own checks run before any model loads."""
-    from . import EditorConfig, ValueConfig
+    from .config import EditorConfig, ValueConfig
 
     value = {k[6:]: v for k, v in overrides.items() if k.startswith("value_")}
     rest = {k: v for k, v in overrides.items() if not k.startswith("value_")}
@@ -260,7 +260,7 @@ def check_overrides(overrides: dict[str, Any]) -> None:
 
 def check_editors(names: Sequence[str] | str) -> list[str]:
     """Editor names (``memit``, ``revive(rose, tau=0.8)``...), validated; a misspelt one names the nearest."""
-    from . import EDITORS, get
+    from .config import EDITORS, parse_editor_name
 
     if isinstance(names, str):
         names = _split_editors(names)
@@ -269,7 +269,7 @@ def check_editors(names: Sequence[str] | str) -> list[str]:
         raise GeomprobeError("no editor given; pass --editor NAME or --editors a,b,c (see `geomprobe editors`)")
     for n in names:
         try:
-            get(n)
+            parse_editor_name(n)
         except GeomprobeError as e:
             near = difflib.get_close_matches(n, list(EDITORS), n=1, cutoff=0.6)
             raise GeomprobeError(f"{e}" + (f"; did you mean {near[0]}?" if near else "")) from None

@@ -26,7 +26,7 @@ from ..editors import rules as update_rules
 from ..editors.config import EditorConfig
 from ..editors.update import EditUpdate
 from ..errors import GeomprobeError
-from ..keys import keys
+from ..key_reads import keys
 from ..models.load import LM
 from ..stats import key_covariance
 

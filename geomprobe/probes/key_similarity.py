@@ -10,7 +10,7 @@ import torch
 from ..data.forms import eval_prompts
 from ..data.requests import EditRequest
 from ..errors import GeomprobeError
-from ..keys import keys
+from ..key_reads import keys
 from ..models.load import LM
 
 FORMS3 = ("declarative", "question", "instruction")

@@ -14,7 +14,7 @@ import torch
 from ..data.forms import render
 from ..data.requests import EditRequest
 from ..errors import GeomprobeError, NumericalError
-from ..keys import keys
+from ..key_reads import keys
 from ..models.load import LM
 
 
