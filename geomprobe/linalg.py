@@ -41,6 +41,7 @@ __all__ = [
     "nullspace_projector",
     "alphaedit_delta",
     "rome_delta",
+    "REVIVE_MODES",
     "revive_filter",
     "condition_number",
     "effective_rank",
@@ -443,16 +444,19 @@ def alphaedit_delta(R, K, P, K_prev=None, alpha: float = 1.0) -> torch.Tensor:
     return _out(X.T, dev, "the AlphaEdit update")
 
 
-def rome_delta(v_star, k_star, W, C) -> torch.Tensor:
-    """ROME rank-one update ``ΔW = (v* − W k*) (C⁻¹k*)ᵀ / ((C⁻¹k*)ᵀ k*)``.
+def rome_delta(v_star, k_star, W, C, k_read=None) -> torch.Tensor:
+    """ROME rank-one update ``ΔW = (v* − W k) (C⁻¹k*)ᵀ / ((C⁻¹k*)ᵀ k)`` with ``k = k_read`` (default ``k*``).
 
-    After the update ``(W + ΔW) k* = v*`` exactly (up to rounding).
+    After the update ``(W + ΔW) k = v*`` exactly (up to rounding).  ROME itself takes the direction from
+    the mean key over its context prefixes (``k*``, ``compute_u``) and the constraint at the bare prompt's
+    key (``k_read``, ``compute_v``'s ``cur_input``).
 
     Args:
         v_star: ``(d,)`` target value (a ``(d, 1)`` column is accepted).
         k_star: ``(m,)`` key (a ``(m, 1)`` column is accepted).
         W: ``(d, m)`` current weight, out×in (transpose a GPT-2 ``Conv1D`` weight first).
         C: ``(m, m)`` uncentred key covariance (must be positive definite).
+        k_read: ``(m,)`` the key the update must map to ``v*`` (default: ``k_star``).
 
     Returns:
         ``(d, m)`` float32 on ``v_star``'s device.
@@ -472,13 +476,17 @@ def rome_delta(v_star, k_star, W, C) -> torch.Tensor:
             f"need v_star (d,) and k_star (m,){hint}"
         )
     _square(C, "C", m)
+    kr = k if k_read is None else _vector(_prep(k_read, "k_read", wd, "recompute the key"), "k_read", "(m,)")
+    if kr.numel() != m:
+        raise ShapeError(f"k_read has {kr.numel()} entries; need (m,) = ({m},)")
     u = _solve(C, k[:, None], "C", "rebuild C from more tokens or add a ridge (C + εI)", symmetric=True)[:, 0]
-    denom = float(u @ k)
+    denom = float(u @ kr)
     if not denom > 0 or denom < 1e-300:
         raise NumericalError(
-            f"k*ᵀC⁻¹k* = {denom:.3g} is not positive: C is not positive definite; rebuild the covariance cache"
+            f"kᵀC⁻¹k* = {denom:.3g} is not positive: C is not positive definite or the keys point apart; "
+            "rebuild the covariance cache"
         )
-    return _out(torch.outer(v - W @ k, u) / denom, dev, "the ROME update")
+    return _out(torch.outer(v - W @ kr, u) / denom, dev, "the ROME update")
 
 
 def _vector(x: torch.Tensor, name: str, want: str) -> torch.Tensor:
@@ -489,27 +497,42 @@ def _vector(x: torch.Tensor, name: str, want: str) -> torch.Tensor:
     return x
 
 
-def revive_filter(delta, W0, tau: float = 0.9) -> tuple[torch.Tensor, int]:
-    """REVIVE filter: remove the part of an update that acts inside ``W₀``'s dominant subspace.
+#: Valid ``mode`` values of :func:`revive_filter`; the first is the default (the reference's filter).
+REVIVE_MODES = ("two-sided", "block")
+
+
+def revive_filter(delta, W0, tau: float = 0.9, mode: str = "two-sided") -> tuple[torch.Tensor, int]:
+    """REVIVE filter: remove the part of an update that interferes with ``W₀``'s dominant subspace.
 
     With the thin SVD ``W₀ = U Σ Vᵀ`` (float64), ``k`` is the smallest count with
-    ``Σ_{i≤k} σᵢ² ≥ τ Σ_i σᵢ²``.  The filtered update is
+    ``Σ_{i≤k} σᵢ² ≥ τ Σ_i σᵢ²``; ``U_k: (d, k)``, ``V_k: (m, k)``, ``Σ_k: (k, k)``.
 
-        ``ΔW' = ΔW − U_k U_kᵀ ΔW V_k V_kᵀ``,
+    ``mode="two-sided"`` (**default**, the reference's protection of the dominant region; REVIVE:
+    "filter the components that interfere with the protected region") keeps only the component of
+    the update outside both dominant singular subspaces:
 
-    i.e. in the spectral basis the ``k × k`` block ``U_kᵀ ΔW V_k`` (which rotates and rescales the
-    dominant singular directions) is zeroed and every other component is kept:
-    ``U_kᵀ ΔW' V_k = 0``, ``(I − U_kU_kᵀ) ΔW' = (I − U_kU_kᵀ) ΔW`` and
-    ``ΔW' (I − V_kV_kᵀ) = ΔW (I − V_kV_kᵀ)``.
+        ``ΔW' = (I − U_kU_kᵀ) ΔW (I − V_kV_kᵀ)``,  so  ``U_kᵀ ΔW' = 0``  and  ``ΔW' V_k = 0``.
+
+    Hence ``(U_k, Σ_k, V_k)`` stay exact singular triplets of the edited weight:
+    ``(W₀ + ΔW') V_k = U_kΣ_k + ΔW'V_k = U_kΣ_k`` and ``(W₀ + ΔW')ᵀ U_k = V_kΣ_k + ΔW'ᵀU_k = V_kΣ_k``.
+    (They need not stay the *top* k: ``ΔW'`` may add singular values above ``σ_k`` in the complement.)
+
+    ``mode="block"`` (the earlier, weaker filter) zeroes only the ``k × k`` block ``U_kᵀ ΔW V_k``:
+    ``ΔW' = ΔW − U_k U_kᵀ ΔW V_k V_kᵀ``.  Its cross terms ``U_kU_kᵀ ΔW (I − V_kV_kᵀ)`` and
+    ``(I − U_kU_kᵀ) ΔW V_kV_kᵀ`` are kept, so ``U_kᵀ ΔW' ≠ 0`` in general and the dominant singular
+    vectors of ``W₀`` still rotate.
 
     Args:
         delta: ``(d, m)`` update ``ΔW`` from any editor.
         W0: ``(d, m)`` the unedited weight, out×in.
         tau: energy share τ in (0, 1] defining the dominant subspace.
+        mode: ``"two-sided"`` (default) or ``"block"``; see above.
 
     Returns:
         ``(filtered, k)``: ``filtered`` ``(d, m)`` float32 on ``delta``'s device, ``k`` the dominant rank.
     """
+    if mode not in REVIVE_MODES:
+        raise ShapeError(f"mode is {mode!r}: pass 'two-sided' (the default, REVIVE's filter) or 'block'")
     dev = _device_of(delta)
     wd = _work_device(dev)
     D = _prep(delta, "delta", wd, "recompute the update")
@@ -529,7 +552,11 @@ def revive_filter(delta, W0, tau: float = 0.9) -> tuple[torch.Tensor, int]:
     target = torch.tensor([tau * total * (1 - 1e-12)], dtype=_F64, device=energy.device)
     k = min(int(torch.searchsorted(energy, target)) + 1, S.numel())
     Uk, Vk = U[:, :k], Vh[:k].T
-    filtered = D - Uk @ ((Uk.T @ D @ Vk) @ Vk.T)
+    if mode == "block":
+        filtered = D - Uk @ ((Uk.T @ D @ Vk) @ Vk.T)
+    else:
+        left = D - Uk @ (Uk.T @ D)  # (I − U_kU_kᵀ) ΔW
+        filtered = left - (left @ Vk) @ Vk.T  # … (I − V_kV_kᵀ)
     return _out(filtered, dev, "the filtered update"), k
 
 

@@ -356,14 +356,19 @@ class Workspace:
         return self.memo(("reference", _key(requests)), lambda: reference_predictions(self.lm, requests))
 
     def evaluation(self, name: str, requests: Sequence | None = None) -> pd.DataFrame:
-        """Tidy metrics of editor ``name`` (or ``"unedited"``) on every form, both protocols."""
+        """Tidy metrics of editor ``name`` (or ``"unedited"``) on every form, protocols ``prob``, ``token_acc`` and
+        ``gen`` (greedy generation, exact match: the paper's criterion and the main table's headline).
+
+        ``gen`` decodes ``max_new_tokens`` = the longest expected answer's token count + 1 (the one extra token
+        shows whether the answer ends there: EOS, line break or sentence end), the fewest that cover every target;
+        its locality compares with the unedited model's greedy answers, kept by a reference of that length.
+        """
         from .evaluate import evaluate
 
         requests = list(self.batch if requests is None else requests)
 
         def make():
-            ref = self.reference(requests)
-            kw = {"forms": EVAL_FORMS, "reference": ref, "protocols": ("prob", "token_acc")}
+            kw = self.evaluation_settings(requests)
             if name == "unedited":
                 df = evaluate(self.lm, requests, **kw)
             else:
@@ -373,6 +378,21 @@ class Workspace:
             return df
 
         return self.memo(("evaluation", name, _key(requests)), make)
+
+    def evaluation_settings(self, requests: Sequence | None = None) -> dict[str, Any]:
+        """Keyword arguments of :func:`~geomprobe.evaluate.evaluate` for :meth:`evaluation`: every form, the three
+        protocols, ``max_new_tokens`` and the unedited reference of that length (built once)."""
+        from .evaluate import reference_predictions
+
+        requests = list(self.batch if requests is None else requests)
+        tok = self.lm.tokenizer
+        answers = {r.target_new for r in requests} | {q.answer for r in requests for q in r.queries if q.answer}
+        n_gen = 1 + max(len(tok(p + a, add_special_tokens=False)["input_ids"]) for a in answers for p in ("", " "))
+        ref = self.memo(("reference", _key(requests), "gen", n_gen),
+                        lambda: reference_predictions(self.lm, requests, max_new_tokens=n_gen))
+        self._memo.setdefault(("reference", _key(requests)), ref)  # serves prob / token_acc locality as well
+        return {"forms": EVAL_FORMS, "reference": ref, "protocols": ("prob", "token_acc", "gen"),
+                "max_new_tokens": n_gen}
 
     def tolerance(self, name: str, requests: Sequence | None = None, **overrides: Any) -> pd.DataFrame:
         """ρ for every request of ``update(name)`` (fast estimator)."""

@@ -90,12 +90,13 @@ def test_questions_look_like_questions(templates):
                 assert not t.rstrip().endswith((".", "?", ":")), (rel, t)
 
 
+@pytest.mark.parametrize("frame", ("eval", "held-out"))
 @pytest.mark.parametrize("form", FORMS)
-def test_every_template_renders_without_a_tokenizer(templates, form):
+def test_every_template_renders_without_a_tokenizer(templates, form, frame):
     subject = "Zorblax"
     for rel, pool in templates.items():
         for t in (pool.declarative, *(t for _, t in pool.train), *pool.eval_questions):
-            out = render(t, subject, form, tokenizer=None)
+            out = render(t, subject, form, tokenizer=None, frame=frame)
             start, end = out.subject_span
             assert out.text[start:end] == subject, (rel, t)
             assert out.form == form

@@ -210,6 +210,34 @@ def test_summarize_in_percent_and_markdown(lm, ref):
     assert "–" in md  # NaN cells
 
 
+def test_main_table_workspace_evaluation_has_gen_headline_beside_prob_and_token_acc(lm, tmp_path):
+    """The main table's evaluation (``Workspace.evaluation``) adds ``gen`` with gen locality, and its Markdown shows
+    gen after prob and token_acc and names gen as the headline protocol."""
+    from geomprobe.plots.results import results_markdown
+    from geomprobe.tables import form_scores
+    from geomprobe.workspace import Settings, Workspace
+
+    reqs = REQUESTS
+    ws = Workspace(lm, reqs, tmp_path, Settings(), log=lambda s: None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ev = ws.evaluation("unedited", reqs)
+    assert not [w for w in caught if "skipped" in str(w.message)]  # gen locality has a long-enough reference
+    assert list(dict.fromkeys(ev.protocol)) == ["prob", "token_acc", "gen"]
+    assert not pick(ev, protocol="gen", metric="locality").empty
+    assert pick(ev, protocol="gen", metric="locality").value.mean() == 1.0  # unedited model vs its own reference
+    n_gen = ws.reference(reqs).max_new_tokens  # the reference the evaluation built is the one shared
+    assert n_gen == 1 + max(len(ws.lm.tokenizer(r.target_new, add_special_tokens=False)["input_ids"]) for r in reqs)
+    md = results_markdown(form_scores(ev, by=("editor",)))
+    assert "**Headline protocol: `gen`**" in md
+    heads = [line for line in md.splitlines() if line.startswith("## ")]
+    order = [next(p for p in ("token_acc", "prob", "gen") if f"`{p}`" in h) for h in heads]
+    assert order == sorted(order, key=["prob", "token_acc", "gen"].index) and set(order) == {"prob", "token_acc", "gen"}
+    assert any(h.startswith("## instruction queries — `gen`") for h in heads)
+    missing = results_markdown(form_scores(ev[ev.protocol != "gen"], by=("editor",)))
+    assert "Headline protocol `gen` is missing" in missing and "`gen` (" not in missing.split("\n## ")[1:]
+
+
 def test_answer_normalisation():
     assert normalize_answer("The  Eiffel-Tower!") == "eiffeltower"
     assert exact_match("The Rome.", "rome") == 1.0

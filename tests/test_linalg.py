@@ -277,7 +277,7 @@ def test_revive_filter_zeroes_the_dominant_block_only():
     energy = np.cumsum(s**2) / np.sum(s**2)  # 0.676, 0.919, 0.980, ...
     for tau, k_ref in ((0.5, 1), (0.9, 2), (0.95, 3), (1.0, d)):
         assert k_ref == int(np.searchsorted(energy, tau * (1 - 1e-12)) + 1)
-        out, k = la.revive_filter(_t(D), _t(W0), tau)
+        out, k = la.revive_filter(_t(D), _t(W0), tau, mode="block")
         assert k == k_ref
         F = out.double().numpy()
         Uk, Vk = U[:, :k], V[:, :k]

@@ -9,6 +9,25 @@ Every relation has two template pools (:class:`RelationTemplates`):
 
 A rendered prompt is a :class:`Rendered` — the final text handed to the tokenizer and the character
 span of the subject in it — so subject positions never depend on tokenisation or padding.
+
+**Frames** (chat template when the tokenizer has one, plain text otherwise):
+
+* ``instruction`` — the RoSE paper's instructed-query template (App. D.1), verbatim: system
+  :data:`INSTRUCTION_SYSTEM`, user turn :data:`INSTRUCTION_FRAME` (``"Query:\\n Based on your own knowledge,
+  ...\\n Question: {question}"``, one space after each line break, as printed in the paper);
+* ``question`` — the bare question as the user turn, with the explicit system turn :data:`QUESTION_SYSTEM`
+  (never a model's default: SmolLM2's chat template, for one, injects "You are a helpful AI assistant named
+  SmolLM, ..." when no system turn is given), so the only difference between the question and the
+  instruction forms is the paper's frame;
+* plain text (toy worlds, no chat template): :data:`PLAIN_QUESTION` / :data:`PLAIN_INSTRUCTION`.
+
+``frame="eval"`` (the default of :func:`render` and :func:`train_prompts`) is the evaluation's frame above.
+HKI's question/instruction leaves use it too by default: they share the evaluation's system frame and only
+the question *wording* is held out (the ``train`` vs ``eval_questions`` pools).  ``frame="held-out"`` holds out
+the frame as well — :data:`HELD_OUT_QUESTION_SYSTEM`, :data:`HELD_OUT_INSTRUCTION_SYSTEM` and
+:data:`HELD_OUT_INSTRUCTION_FRAME` (plain: :data:`PLAIN_HELD_OUT_QUESTION` / :data:`PLAIN_HELD_OUT_INSTRUCTION`),
+same intent, different words, never shown by evaluation — so an editor can be trained on a frame it is never
+evaluated on.  Declarative forms are plain text in every frame.
 """
 
 from __future__ import annotations
@@ -22,15 +41,36 @@ from typing import Any, Sequence
 from ..errors import RequestFormatError, SubjectNotFoundError
 from .toy_templates import TOY_TEMPLATES
 
-#: System and user frames of the instruction form (the RoSE paper's instructed-query template).
+#: System and user frames of the instruction form: the RoSE paper's instructed-query template (App. D.1) verbatim,
+#: including the ``"Query:"`` line and the single space after each line break.
 INSTRUCTION_SYSTEM = "Your job is to answer the question. Do not explain."
 INSTRUCTION_FRAME = (
-    "Based on your own knowledge, write a short answer for the following question in a few words. "
-    "Please do not write complete and lengthy sentences.\nQuestion: {question}"
+    "Query:\n Based on your own knowledge, write a short answer for the following question in a few words. "
+    "Please do not write complete and lengthy sentences.\n Question: {question}"
 )
+#: System turn of the question form: a neutral generic system prompt (what Qwen2.5's default ends with), chosen
+#: so that the only difference between the question and the instruction forms is the paper's frame; explicit so
+#: that no chat template injects its own default (SmolLM2's names the model).
+QUESTION_SYSTEM = "You are a helpful assistant."
+#: Held-out frame (``frame="held-out"``): same intent, different words; evaluation never shows it.
+HELD_OUT_QUESTION_SYSTEM = "You are an assistant that answers questions."
+HELD_OUT_INSTRUCTION_SYSTEM = "Answer briefly and factually."
+HELD_OUT_INSTRUCTION_FRAME = "Please answer the following question with a short, exact answer.\nQuestion: {question}"
 #: Plain frames for tokenizers without a chat template (the toy worlds are trained on these).
 PLAIN_QUESTION = "Question: {question}\nAnswer:"
 PLAIN_INSTRUCTION = "Instruction: answer the question in a few words.\nQuestion: {question}\nAnswer:"
+#: Plain held-out frames (only words of the toy vocabulary, so toy tokenizers see no unknown word).
+PLAIN_HELD_OUT_QUESTION = "Tell me the answer.\nQuestion: {question}\nAnswer:"
+PLAIN_HELD_OUT_INSTRUCTION = "Question: {question}\nInstruction: answer the question in a few words.\nAnswer:"
+#: Frame names accepted by :func:`render` and :func:`train_prompts`.
+FRAMES: tuple[str, ...] = ("eval", "held-out")
+# (system, user frame, plain frame) per (frame, form)
+_FRAMES = {
+    ("eval", "question"): (QUESTION_SYSTEM, "{question}", PLAIN_QUESTION),
+    ("eval", "instruction"): (INSTRUCTION_SYSTEM, INSTRUCTION_FRAME, PLAIN_INSTRUCTION),
+    ("held-out", "question"): (HELD_OUT_QUESTION_SYSTEM, "{question}", PLAIN_HELD_OUT_QUESTION),
+    ("held-out", "instruction"): (HELD_OUT_INSTRUCTION_SYSTEM, HELD_OUT_INSTRUCTION_FRAME, PLAIN_HELD_OUT_INSTRUCTION),
+}
 
 _SENTINEL = "\u2063\u2063SUBJECT\u2063\u2063"  # invisible separators: never in real text
 
@@ -162,7 +202,7 @@ def _locate(text: str, subject: str) -> tuple[int, int, str]:
     return start, start + len(subject), text
 
 
-def render(template: str, subject: str, form: str, tokenizer: Any = None) -> Rendered:
+def render(template: str, subject: str, form: str, tokenizer: Any = None, frame: str = "eval") -> Rendered:
     """Render one template for one subject in a linguistic form.
 
     Args:
@@ -172,33 +212,26 @@ def render(template: str, subject: str, form: str, tokenizer: Any = None) -> Ren
         form: ``declarative`` / ``paraphrase`` / ``neighborhood`` (plain text), ``question`` or
             ``instruction`` (chat template when the tokenizer has one, plain frames otherwise).
         tokenizer: the model's tokenizer (only its chat template is used).
+        frame: ``"eval"`` (the evaluation's frames) or ``"held-out"`` (a system prompt and user frame of the
+            same intent that evaluation never shows; see the module docstring). Declarative forms ignore it.
     """
+    if frame not in FRAMES:
+        raise RequestFormatError(f"unknown frame {frame!r}; use one of {', '.join(FRAMES)}")
     if template.count("{}") != 1:
         raise RequestFormatError(f"template {template!r} needs exactly one '{{}}' for the subject")
     body = template.replace("{}", _SENTINEL)
     if form in ("declarative", "paraphrase", "neighborhood"):
         text = body
     elif form in ("question", "instruction"):
-        chat = has_chat_template(tokenizer)
-        if form == "question":
-            if chat:
-                text = tokenizer.apply_chat_template(
-                    [{"role": "user", "content": body}], tokenize=False, add_generation_prompt=True
-                )
-            else:
-                text = PLAIN_QUESTION.format(question=body)
+        system, user, plain = _FRAMES[(frame, form)]
+        if has_chat_template(tokenizer):
+            text = tokenizer.apply_chat_template(
+                [{"role": "system", "content": system}, {"role": "user", "content": user.format(question=body)}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
         else:
-            if chat:
-                text = tokenizer.apply_chat_template(
-                    [
-                        {"role": "system", "content": INSTRUCTION_SYSTEM},
-                        {"role": "user", "content": INSTRUCTION_FRAME.format(question=body)},
-                    ],
-                    tokenize=False,
-                    add_generation_prompt=True,
-                )
-            else:
-                text = PLAIN_INSTRUCTION.format(question=body)
+            text = plain.format(question=body)
     else:
         raise RequestFormatError(f"unknown form {form!r}; use declarative, paraphrase, question or instruction")
     start, end, text = _locate(text, subject)
@@ -251,15 +284,21 @@ def _render_full(text: str, subject: str, form: str, tokenizer: Any) -> Rendered
 
 
 def train_prompts(relation: str, subject: str, tokenizer: Any = None, m: int | None = None,
-                  templates: dict[str, RelationTemplates] | None = None) -> list[Rendered]:
-    """HKI leaves: the first ``m`` training templates of ``relation`` rendered for ``subject``."""
+                  templates: dict[str, RelationTemplates] | None = None, frame: str = "eval") -> list[Rendered]:
+    """HKI leaves: the first ``m`` training templates of ``relation`` rendered for ``subject``.
+
+    ``frame="eval"`` renders question/instruction leaves in the evaluation's frames (only the question wording is
+    held out); ``frame="held-out"`` in the held-out frames (see the module docstring).
+    """
+    if frame not in FRAMES:
+        raise RequestFormatError(f"unknown frame {frame!r}; use one of {', '.join(FRAMES)}")
     pool = (templates if templates is not None else relation_templates()).get(relation)
     if pool is None:
         raise RequestFormatError(
             f"relation {relation!r} has no template pool; add it to the templates or use an editor without HKI"
         )
     chosen = pool.train if m is None else pool.train[:m]
-    return [render(t, subject, f, tokenizer) for f, t in chosen]
+    return [render(t, subject, f, tokenizer, frame) for f, t in chosen]
 
 
 def subjects_of(rendered: Sequence[Rendered]) -> list[tuple[int, int]]:

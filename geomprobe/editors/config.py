@@ -21,24 +21,41 @@ Rule = Literal["covariance", "identity", "projection", "rank-one"]
 MODES: tuple[Mode, ...] = get_args(Mode)
 RULES: tuple[Rule, ...] = get_args(Rule)
 
-#: Neutral context prefixes (MEMIT averages over context-prefixed copies of each prompt).
-CONTEXTS: tuple[str, ...] = ("{}", "Here is a fact. {}", "I read this somewhere: {}", "Note that {}",
-                             "As everyone knows, {}", "Answer: {}")
+#: Allowed values of the string-valued value settings.
+VALUE_CHOICES: dict[str, tuple[str, ...]] = {"contexts": ("memit", "rome", "none"), "norm": ("resid", "mlp"),
+                                             "hki_frame": ("eval", "held-out")}
+#: ROME's own value settings (``compute_v``; ROME's GPT-2 XL / GPT-J hparams), applied to the ``rome`` editor.
+ROME_VALUE: dict[str, Any] = {"steps": 20, "clamp": 4.0, "contexts": "rome", "norm": "mlp"}
 
 
 @dataclass(frozen=True)
 class ValueConfig:
-    """Hyperparameters of value optimisation (MEMIT reference defaults unless noted).
+    """Hyperparameters of value optimisation (MEMIT's ``compute_z`` defaults unless noted).
 
     Attributes:
-        lr: Adam learning rate on ``u`` (δ = u·‖h‖/√d).
-        steps: maximum optimisation steps.
-        kl: weight of the KL term on ``"{subject} is a"``.
-        wd: weight decay on ``‖δ‖/‖h‖²``.
-        clamp: ``‖δ‖ ≤ clamp·‖h‖``.
-        n_contexts: how many of :data:`CONTEXTS` prefix each prompt (1 = the bare prompt).
+        lr: Adam learning rate (MEMIT's ``v_lr`` 0.5), on ``u`` with ``δ = u · rms(h) / ref_rms``.
+        steps: optimisation iterations, MEMIT's ``v_num_grad_steps``: the last one only measures the loss, so
+            ``steps − 1`` updates are applied (25 for MEMIT on GPT-J, 35 in the RoSE paper, 20 for ROME).
+        kl: weight of KL(P_new ‖ P_old) at the subject's last token of ``"{subject} is a"``.
+        wd: weight decay on ``‖δ‖ / ‖n‖²`` (``n`` the reference vector chosen by ``norm``).
+        clamp: ``‖δ‖ ≤ clamp·‖n‖`` after each step (MEMIT 0.75, ROME 4).
+        contexts: context prefixes of the edit prompt (:mod:`geomprobe.editors.contexts`): ``memit`` (the bare
+            prompt and 5 model-written prefixes of 10 tokens), ``rome`` (10 of 5 tokens, 10 of 10) or ``none``
+            (the bare prompt only).  The NLL averages over all of them (MEMIT's ``compute_z``); keys weigh the
+            bare prompt ½ and the prefixed copies ½ (``compute_ks``); ``h`` is the bare prompt's residual.
+        norm: what ``‖n‖`` in ``wd`` and ``clamp`` is: ``resid`` (the residual ``h`` at L, MEMIT's
+            ``target_init``) or ``mlp`` (the MLP output ``v`` at L, ROME's ``compute_v``).
+        ref_rms: the step's scale reference: Adam on ``u`` with ``δ = u · rms(h) / ref_rms`` takes MEMIT's
+            step (``lr`` per coordinate of ``δ``) on a model whose subject residual has RMS ``ref_rms``, and
+            the same step *relative to ‖h‖* on any other.  0.7 is GPT-J's scale at MEMIT's layer 8 (‖h‖ ≈ 45,
+            d = 4096; an estimate — GPT-J cannot be run offline here): Adam's first step then moves ``δ`` by
+            ≈ lr·‖h‖/0.7 ≈ 0.71‖h‖, about the clamp radius, as MEMIT's ``0.5·√4096 = 32`` vs ``0.75·45`` does
+            on GPT-J.  ``0`` runs Adam on ``δ`` itself (the reference's parametrisation, no scaling).
         early_stop: stop when every NLL term is below this value.
-        hki_templates: M, templates per relation for HKI leaves.
+        hki_templates: M, leaves per relation for HKI: the edit prompt and the relation's first M − 1
+            training templates (the RoSE paper: 8).
+        hki_frame: ``eval`` (instruction/question leaves share the evaluation's system frame; only the
+            wording is held out) or ``held-out`` (a frame evaluation never shows).
         weiszfeld_iters: iterations of the geometric-median estimate.
         record_every: record per-relation gradients every this many steps (step 0 always).
         micro_batch: prompt rows per forward/backward (rows are independent, so this bounds memory only).
@@ -49,17 +66,23 @@ class ValueConfig:
     kl: float = 0.0625
     wd: float = 0.5
     clamp: float = 0.75
-    n_contexts: int = 3
+    contexts: str = "memit"
+    norm: str = "resid"
+    ref_rms: float = 0.7
     early_stop: float = 0.05
     hki_templates: int = 8
+    hki_frame: str = "eval"
     weiszfeld_iters: int = 10
     record_every: int = 5
     micro_batch: int = 32
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.lr <= 0 or not 1 <= self.n_contexts <= len(CONTEXTS):
-            raise GeomprobeError(f"bad value optimisation settings (steps {self.steps}, lr {self.lr}, "
-                                 f"n_contexts {self.n_contexts} of 1..{len(CONTEXTS)}); fix the editor config")
+        if self.steps < 1 or self.lr <= 0 or self.ref_rms < 0 or self.hki_templates < 1:
+            raise GeomprobeError(f"bad value optimisation settings (steps {self.steps}, lr {self.lr}, ref_rms "
+                                 f"{self.ref_rms}, hki_templates {self.hki_templates}); fix the editor config")
+        for name, allowed in VALUE_CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise GeomprobeError(f"value_{name} is {getattr(self, name)!r}; use one of {', '.join(allowed)}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ValueConfig":
@@ -74,17 +97,22 @@ class EditorConfig:
     Attributes:
         layers: edit layers (the last one is where ``z`` is optimised).
         lam: λ, weight of the covariance in ``λC + KKᵀ`` (MEMIT's mom2_update_weight).
-        alpha: α, Tikhonov weight of the isotropic and AlphaEdit systems.
+        alpha: α, Tikhonov weight of the isotropic system ``R Kᵀ (αI + KKᵀ)⁻¹`` (RoSE's IGA; see the preset
+            notes for how it was chosen).
+        l2: AlphaEdit's Tikhonov weight (the reference's ``L2``, default 10).
         value: value optimisation settings.
         corpus / n_tokens / max_len: covariance statistics (see :mod:`geomprobe.stats`).
         projection_threshold / projection_mode: AlphaEdit null-space selection.
         tau: REVIVE energy share of the dominant subspace (used by ``revive(...)``).
+        revive_mode: ``two-sided`` (default, REVIVE's protection of the dominant subspace:
+            ``(I − U_kU_kᵀ) ΔW (I − V_kV_kᵀ)``) or ``block`` (only the ``U_kᵀ ΔW V_k`` block removed).
         seed: randomness of value optimisation.
     """
 
     layers: tuple[int, ...]
     lam: float = 1.5e4
     alpha: float = 1.0
+    l2: float = 10.0
     value: ValueConfig = ValueConfig()
     corpus: str = "builtin"
     n_tokens: int = 100_000
@@ -92,12 +120,15 @@ class EditorConfig:
     projection_threshold: float = 2e-2
     projection_mode: str = "absolute"
     tau: float = 0.9
+    revive_mode: str = "two-sided"
     seed: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(int(l) for l in self.layers))
         if not self.layers or list(self.layers) != sorted(set(self.layers)):
             raise GeomprobeError(f"edit layers {self.layers} must be distinct and increasing; fix the preset or --layers")
+        if self.revive_mode not in ("two-sided", "block"):
+            raise GeomprobeError(f"revive_mode is {self.revive_mode!r}; use two-sided or block")
 
     @classmethod
     def option_names(cls) -> tuple[str, ...]:

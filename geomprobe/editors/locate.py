@@ -12,15 +12,22 @@ editor             value optimisation     update rule at each layer
 ``rome``           per request, one layer rank-one, requests applied one after another
 =================  =====================  ======================================
 
-``revive(<editor>, tau=0.9)`` wraps any of them and removes the part of each layer's ΔW that touches the
-dominant singular subspace of the pre-edit weight (:func:`geomprobe.linalg.revive_filter`).
+``revive(<editor>, tau=0.9)`` wraps any of them and protects the dominant singular subspace of the
+current weight: ``ΔW' = (I − U_kU_kᵀ) ΔW (I − V_kV_kᵀ)`` (:func:`geomprobe.linalg.revive_filter`;
+``revive_mode="block"`` removes only the ``U_kᵀΔW V_k`` block).
 
 The update rules are solved by one registry, :mod:`geomprobe.editors.rules` (the deviation probe's
 counterfactual rules use the same); the settings live in :mod:`geomprobe.editors.config`.
 
 For the layers ``l_1 < … < L`` in order: keys ``K`` and the current residual at ``L`` are recomputed on
 the partially edited model, ``R = (Z − H_cur) / (#layers left)``, ``ΔW_l`` is solved in float64 and
-applied, exactly as MEMIT does.  The weights are restored bit-exactly before ``compute`` returns: the
+applied, exactly as MEMIT does.  As in MEMIT's ``compute_ks`` a key is ½ the bare prompt's key plus ½
+the mean over its context-prefixed copies, and ``H_cur`` is read on the bare prompt (``memit_main``).
+
+ROME (``compute_u``/``compute_v``): its own value settings (:data:`~geomprobe.editors.config.ROME_VALUE`:
+20 steps, clamp 4 and weight decay against the MLP output ``v``, ROME's 20 context prefixes); the update
+direction is ``C⁻¹k̄`` with ``k̄`` the flat mean key over the bare prompt and its prefixed copies, scaled so
+that ``ΔW k = v* − W k`` at the bare prompt's key ``k`` (``right_vector = (v* − W k) / (kᵀ C⁻¹k̄)``).  The weights are restored bit-exactly before ``compute`` returns: the
 update is handed back as an :class:`EditUpdate`, never left applied.
 """
 
@@ -33,6 +40,7 @@ from typing import Callable, Sequence
 import torch
 
 from .. import linalg
+from ..data.forms import render
 from ..data.requests import EditRequest
 from ..errors import GeomprobeError
 from ..hooks import read
@@ -40,7 +48,7 @@ from ..models.load import LM
 from ..positions import tokenize
 from ..stats import key_covariance
 from . import rules
-from .config import RULES, EditorConfig, Mode, Rule, ValueConfig
+from .config import ROME_VALUE, RULES, EditorConfig, Mode, Rule, ValueConfig
 from .memory import PeakMemory as _PeakMemory
 from .presets import preset_for
 from .update import EditUpdate, restoring
@@ -64,15 +72,18 @@ class Editor:
     revive: bool = False
 
     def resolve_config(self, lm: LM) -> EditorConfig:
-        """The explicit config, else the model's preset; then the overrides on top."""
+        """The explicit config, else the model's preset; for ``rome`` with ROME's value settings
+        (:data:`~geomprobe.editors.config.ROME_VALUE`); then the overrides on top."""
         base = self.config if self.config is not None else preset_for(lm)
+        if self.rule == "rank-one":
+            base = base.with_(**{f"value_{k}": v for k, v in ROME_VALUE.items()})
         return base.with_(**dict(self.overrides)) if self.overrides else base
 
     def _filter(self, cfg: EditorConfig, lm: LM, layer: int, delta: torch.Tensor) -> torch.Tensor:
-        """REVIVE: drop the part of ΔW inside the dominant singular block of the current W."""
+        """REVIVE: protect the dominant singular subspace of the current W (``cfg.revive_mode``)."""
         if not self.revive:
             return delta
-        filtered, _ = linalg.revive_filter(delta, lm.weight(layer).detach(), cfg.tau)
+        filtered, _ = linalg.revive_filter(delta, lm.weight(layer).detach(), cfg.tau, mode=cfg.revive_mode)
         return filtered
 
     def compute(self, lm: LM, requests: Sequence[EditRequest], history: Sequence[EditUpdate] = (),
@@ -121,25 +132,53 @@ class Editor:
         return {l: stats[l].C for l in layers}
 
     def _column_reads(self, lm: LM, requests: Sequence[EditRequest], members: Sequence[Sequence[int]],
-                      cfg: EditorConfig, key_layer: int, resid_layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys at ``key_layer`` (m, n_cols) and residuals at ``resid_layer`` (d, n_cols), each the mean
-        over the column's context-prefixed edit prompts, on the current weights."""
-        prompts, col = [], []
-        for c, idx in enumerate(members):
-            for i in idx:
-                for p in edit_prompts(lm, requests[i], cfg.value.n_contexts):
-                    prompts.append(p)
-                    col.append(c)
+                      cfg: EditorConfig, key_layer: int, resid_layer: int,
+                      key_weighting: str = "memit") -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys at ``key_layer`` (m, n_cols) and residuals at ``resid_layer`` (d, n_cols) at the subject's last
+        token, on the current weights; a column averages over its requests.
+
+        A request's key is ½ its bare edit prompt's key + ½ the mean over the context-prefixed copies
+        (``key_weighting="memit"``, ``compute_ks``), or the flat mean over all of them (``"flat"``, ROME's
+        ``compute_u``); its residual is the bare prompt's (MEMIT's ``cur_zs``).
+        """
+        prompts, req_of, is_bare = [], [], []
+        flat = [i for idx in members for i in idx]
+        for j, i in enumerate(flat):
+            for t, p in enumerate(edit_prompts(lm, requests[i], cfg.value)):
+                prompts.append(p)
+                req_of.append(j)
+                is_bare.append(t == 0)
         batch = tokenize(lm.tokenizer, prompts)
         with torch.no_grad(), read(lm, sorted({key_layer, resid_layer}), ("key", "resid"),
                                    positions=batch.subject_last, stop=True) as r:
             lm.forward(batch)
-        col_t = torch.tensor(col)
+        keys, resid = r["key"][key_layer].float().cpu(), r["resid"][resid_layer].float().cpu()
+        req_t, bare_t = torch.tensor(req_of), torch.tensor(is_bare)
+        n_req = len(flat)
+
+        def mean_by(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+            out = torch.zeros(n_req, x.shape[1]).index_add_(0, req_t[sel], x[sel])
+            return out / torch.bincount(req_t[sel], minlength=n_req).clamp_min(1).float()[:, None]
+
+        k_bare, k_ctx, k_all = mean_by(keys, bare_t), mean_by(keys, ~bare_t), mean_by(keys, torch.ones_like(bare_t))
+        if key_weighting == "flat":
+            k_req = k_all
+        else:
+            k_req = 0.5 * k_bare + 0.5 * k_ctx if bool((~bare_t).any()) else k_bare
+        h_req = mean_by(resid, bare_t)
+        col_t = torch.tensor([c for c, idx in enumerate(members) for _ in idx])
         n = len(members)
         count = torch.bincount(col_t, minlength=n).float()[:, None]
-        k = torch.zeros(n, lm.d_mlp).index_add_(0, col_t, r["key"][key_layer].float().cpu()) / count
-        h = torch.zeros(n, lm.d_model).index_add_(0, col_t, r["resid"][resid_layer].float().cpu()) / count
+        k = torch.zeros(n, lm.d_mlp).index_add_(0, col_t, k_req) / count
+        h = torch.zeros(n, lm.d_model).index_add_(0, col_t, h_req) / count
         return k.T.contiguous(), h.T.contiguous()
+
+    def _bare_keys(self, lm: LM, request: EditRequest, layer: int) -> torch.Tensor:
+        """(m, 1) the key at the subject's last token of the bare edit prompt, on the current weights."""
+        batch = tokenize(lm.tokenizer, [render(request.prompt, request.subject, "declarative")])
+        with torch.no_grad(), read(lm, [layer], ("key",), positions=batch.subject_last, stop=True) as r:
+            lm.forward(batch)
+        return r["key"][layer].float().cpu().T.contiguous()
 
     def _solve(self, lm: LM, layer: int, R: torch.Tensor, K: torch.Tensor, cfg: EditorConfig,
                C: torch.Tensor | None, K_prev: torch.Tensor | None) -> torch.Tensor:
@@ -176,11 +215,12 @@ class Editor:
         values, ks, rs = [], [], []
         for i, r in enumerate(requests):
             value = optimize_values(lm, [r], layer, "per-request", cfg.value, seed=cfg.seed + i, log=log)
-            k, _ = self._column_reads(lm, [r], [[0]], cfg, layer, layer)
+            k, _ = self._column_reads(lm, [r], [[0]], cfg, layer, layer, key_weighting="flat")
+            k_bare = self._bare_keys(lm, r, layer)
             dev = lm.device_of(layer)
             W = lm.weight(layer).detach().float()
             delta = self._filter(cfg, lm, layer, rules.solve("rank-one", value.delta.to(dev), k.to(dev), cfg,
-                                                             C.to(dev), W=W))
+                                                             C.to(dev), W=W, K_read=k_bare.to(dev)))
             with torch.no_grad():
                 w = lm.weight(layer)
                 w.copy_((w.float() + delta.to(w.device)).to(w.dtype))

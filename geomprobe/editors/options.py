@@ -23,9 +23,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import GeomprobeError, ModelLoadError, RequestFormatError
+from .config import VALUE_CHOICES
 
 #: Options whose string values come from a fixed set.
-CHOICES: dict[str, tuple[str, ...]] = {"projection_mode": ("absolute", "relative", "energy")}
+CHOICES: dict[str, tuple[str, ...]] = {"projection_mode": ("absolute", "relative", "energy"),
+                                       "revive_mode": ("two-sided", "block"),
+                                       **{f"value_{k}": v for k, v in VALUE_CHOICES.items()}}
 
 #: One line per value optimisation mode and update rule (see :mod:`geomprobe.editors.locate`).
 MODE_TEXT = {

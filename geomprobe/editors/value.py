@@ -1,23 +1,34 @@
 """Value optimisation, shared by every editor: find ``z = h + δ`` at the last edit layer.
 
 ``δ`` is added to the residual stream after block ``L`` at the subject's last token of each prompt and
-optimised with Adam on
+optimised with Adam on MEMIT's ``compute_z`` objective
 
-    NLL(target | prompt)  +  kl · KL(P_old ‖ P_new on "{subject} is a")  +  wd · ‖δ‖ / ‖h‖²
+    mean over prompts NLL(target | prompt)  +  kl · KL(P_new ‖ P_old)  +  wd · ‖δ‖ / ‖h‖²
 
-with ``‖δ‖`` clamped to ``clamp · ‖h‖`` after each step (MEMIT's objective).  Three modes decide how
-prompts and requests share a ``δ`` and how the gradient that reaches it is built:
+with the KL taken at the subject's last token of ``"{subject} is a"`` (δ added there too) and ``‖δ‖``
+clamped to ``clamp · ‖h‖`` after each step.  The prompts are the edit prompt bare and under the model's
+own context prefixes (:mod:`geomprobe.editors.contexts`); ``h`` is the *bare* prompt's residual
+(MEMIT's ``target_init``).  ``ValueConfig.norm = "mlp"`` measures wd and clamp against the MLP output
+instead (ROME's ``compute_v``).  As in the reference the last of ``steps`` iterations only measures the
+loss.  Three modes decide how prompts and requests share a ``δ`` and how the gradient that reaches it is
+built:
 
 * ``per-request`` (MEMIT): one ``δ`` per request, gradient of its own loss.
 * ``joint`` (MEMIT-Merge): one ``δ`` per subject, gradient of the summed losses of its relations.
 * ``hki`` (RoSE): one ``δ`` per subject; each relation's gradient is the *robust centroid* (geometric
-  median, Weiszfeld) of its per-template gradients over M templates (the relation's training pool:
-  declarative, question and instruction forms), and the root step uses the mean of the relation centroids.
+  median, Weiszfeld) of its per-leaf gradients over M leaves (the edit prompt, with its context prefixes,
+  and the first M − 1 templates of the relation's training pool: declarative, question and instruction
+  forms), and the root step uses the *sum* of the relation centroids, as the joint objective does (so KL
+  and weight decay weigh the same against the data terms in ``hki`` and ``joint``).  Instruction and
+  question leaves share the evaluation's system frame unless ``hki_frame = "held-out"``; only the wording
+  (training pool vs held-out ``eval_questions``) is held out by default.
 
 Scale: Adam's step is per coordinate, so a fixed learning rate means different things for models whose
 residual norms differ 100× (toy norms are 100–900).  ``δ`` is therefore parametrised as
-``δ = u · ‖h‖ / √d`` and Adam runs on ``u``; with ``lr = 0.5`` one step moves ``δ`` by about half of
-``‖h‖`` at most, as MEMIT's fixed step does on GPT-J.
+``δ = u · rms(h) / ref_rms`` and Adam (invariant to the gradient's scale) runs on ``u``: each coordinate of
+``δ`` moves by ``lr · rms(h) / ref_rms`` at most, exactly MEMIT's ``lr`` on a model whose residual RMS is
+``ref_rms`` (GPT-J's scale by default, see :class:`~geomprobe.editors.config.ValueConfig`), and the same
+step relative to ``‖h‖`` on every other model.  ``ref_rms = 0`` optimises ``δ`` directly.
 
 The residual after block L does not depend on δ, so it is computed once and every optimisation step
 resumes the forward from block L+1 (:func:`geomprobe.hooks.resume_from`).
@@ -42,10 +53,11 @@ from ..hooks import add_to_residual, head_only_at, read, resume_from
 from ..models.load import LM
 from ..positions import Batch, tokenize
 from ..scoring import TargetBatch, token_logprobs, with_targets
-from .config import CONTEXTS, MODES, Mode, ValueConfig
+from .config import MODES, Mode, ValueConfig
+from .contexts import MEMIT_LENGTHS, ROME_LENGTHS, context_templates
 from .memory import PeakMemory
 
-__all__ = ["CONTEXTS", "MODES", "Mode", "ValueConfig", "ValueResult", "edit_prompts", "geometric_median",
+__all__ = ["MODES", "Mode", "ValueConfig", "ValueResult", "edit_prompts", "geometric_median",
            "group_names", "optimize_values"]
 
 
@@ -57,7 +69,8 @@ class ValueResult:
         layer: the last edit layer L.
         groups: group keys, ``case_id`` (per-request) or subject (joint/hki).
         members: for each group, indices into the request list.
-        h: (d, n_groups) residual at L (subject last token, mean over the group's edit prompts), float32 CPU.
+        h: (d, n_groups) residual at L at the subject's last token of the bare edit prompt (mean over the
+            group's requests), float32 CPU.
         delta: (d, n_groups) optimised δ, float32 CPU.
         losses: per step, the mean NLL over groups.
         relation_grads: per recorded step, {(subject, relation): (d,) gradient of that relation's loss w.r.t. δ}.
@@ -103,15 +116,20 @@ class _Rows:
     tb: TargetBatch
     group: torch.Tensor      # (rows,) group index of each row
     leaf: list[tuple[int, str, int]]  # (group, relation, template id) of each row
+    bare: torch.Tensor       # (rows,) True for a request's bare edit prompt (h and ‖v‖ are read there)
 
 
-def edit_prompts(lm: LM, request: EditRequest, n_contexts: int) -> list[Rendered]:
-    """The request's declarative edit prompt under the first ``n_contexts`` context prefixes."""
-    out = []
-    for ctx in CONTEXTS[:n_contexts]:
-        template = ctx.replace("{}", request.prompt)
-        out.append(render(template, request.subject, "declarative"))
-    return out
+CONTEXT_LENGTHS = {"memit": MEMIT_LENGTHS, "rome": ROME_LENGTHS, "none": ()}
+
+
+def contexts_of(lm: LM, cfg: ValueConfig) -> tuple[str, ...]:
+    """The context templates ``cfg.contexts`` names, ``"{}"`` (the bare prompt) first."""
+    return context_templates(lm, CONTEXT_LENGTHS[cfg.contexts])
+
+
+def edit_prompts(lm: LM, request: EditRequest, cfg: ValueConfig) -> list[Rendered]:
+    """The request's declarative edit prompt, bare first, then under each context prefix of ``cfg.contexts``."""
+    return [render(ctx.replace("{}", request.prompt), request.subject, "declarative") for ctx in contexts_of(lm, cfg)]
 
 
 def _build_rows(lm: LM, requests: Sequence[EditRequest], groups: list[list[int]], mode: Mode,
@@ -120,29 +138,26 @@ def _build_rows(lm: LM, requests: Sequence[EditRequest], groups: list[list[int]]
     targets: list[str] = []
     group_of: list[int] = []
     leaf: list[tuple[int, str, int]] = []
+    bare: list[bool] = []
     for g, members in enumerate(groups):
         for i in members:
             r = requests[i]
-            if mode == "hki":
-                # leaf 0 is the edit prompt itself (with its context prefixes); leaves 1..M are the
-                # relation's training templates in declarative, question and instruction forms
-                leaves = [edit_prompts(lm, r, cfg.n_contexts)]
-                leaves += [[p] for p in train_prompts(r.relation, r.subject, lm.tokenizer, m=cfg.hki_templates)]
-                for t, variants in enumerate(leaves):
-                    for p in variants:
-                        prompts.append(p)
-                        targets.append(r.target_new)
-                        group_of.append(g)
-                        leaf.append((g, r.relation, t))
-            else:
-                for p in edit_prompts(lm, r, cfg.n_contexts):
+            # leaf 0: the edit prompt, bare and under its context prefixes (flat mean, MEMIT's compute_z)
+            leaves = [edit_prompts(lm, r, cfg)]
+            if mode == "hki":  # leaves 1..M-1: the relation's training templates (declarative, question, instruction)
+                frame = {} if cfg.hki_frame == "eval" else {"frame": cfg.hki_frame}
+                leaves += [[p] for p in train_prompts(r.relation, r.subject, lm.tokenizer,
+                                                      m=cfg.hki_templates - 1, **frame)]
+            for t, variants in enumerate(leaves):
+                for j, p in enumerate(variants):
                     prompts.append(p)
                     targets.append(r.target_new)
                     group_of.append(g)
-                    leaf.append((g, r.relation, 0))
+                    leaf.append((g, r.relation, t))
+                    bare.append(t == 0 and j == 0)
     # left padding: every row's target tokens sit at the end, so the LM head runs on the last few positions only
     tb = with_targets(lm.tokenizer, prompts, targets, padding_side="left")
-    return _Rows(tb, torch.tensor(group_of), leaf)
+    return _Rows(tb, torch.tensor(group_of), leaf, torch.tensor(bare))
 
 
 def _chunks(attention_mask: torch.Tensor, size: int, keep: int) -> list[tuple[torch.Tensor, int]]:
@@ -229,30 +244,45 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
     n_groups = len(groups)
     group = rows.group.to(device)
 
-    # h: residual after block L at the subject's last token, per row and per group
     # The residual after block L does not depend on δ: keep it, and resume every step from block L+1.
     # (stopping after block L: the rest of the network, and logits of every row and position, are not needed)
-    with torch.no_grad(), read(lm, [layer], ("resid",), stop=True) as r:
+    kinds = ("resid", "value") if cfg.norm == "mlp" else ("resid",)
+    with torch.no_grad(), read(lm, [layer], kinds, stop=True) as r:
         lm.forward(tb.batch)
     hidden = r["resid"][layer]  # (rows, seq, d), model dtype
     rows_all = torch.arange(len(hidden), device=hidden.device)
     subj = tb.batch.subject_last.to(hidden.device)
-    h_rows = hidden[rows_all, subj].float()  # (rows, d)
-    h = torch.zeros(n_groups, lm.d_model, device=h_rows.device).index_add_(0, group.to(h_rows.device), h_rows)
-    h = h / torch.bincount(group, minlength=n_groups).to(h.device)[:, None].float()
-    h_norm = h.norm(dim=1).clamp_min(1e-6)  # (groups,)
-    scale = h_norm / math.sqrt(lm.d_model)
+    bare = rows.bare.to(hidden.device)
+    bare_group = group.to(hidden.device)[bare]
 
-    # KL anchor: "{subject} is a" before the edit
+    def per_group(x: torch.Tensor) -> torch.Tensor:  # (bare rows, d) -> (groups, d): mean over the group's requests
+        out = torch.zeros(n_groups, x.shape[1], device=x.device).index_add_(0, bare_group.to(x.device), x)
+        return out / torch.bincount(bare_group, minlength=n_groups).to(x.device)[:, None].float()
+
+    # h: the bare edit prompt's residual after block L at the subject's last token (MEMIT's target_init)
+    h = per_group(hidden[rows_all, subj][bare].float())  # (groups, d)
+    h_norm = h.norm(dim=1).clamp_min(1e-6)
+    if cfg.norm == "mlp":  # ROME: wd and clamp against the MLP output v at the same position
+        v_rows = r["value"][layer]
+        n_norm = per_group(v_rows[rows_all.to(v_rows.device), subj.to(v_rows.device)][bare.to(v_rows.device)]
+                           .float()).norm(dim=1).clamp_min(1e-6).to(h_norm.device)
+    else:
+        n_norm = h_norm
+    # δ = u · scale: Adam's per-coordinate step on δ is lr · rms(h) / ref_rms (ref_rms = 0: on δ itself)
+    scale = h_norm / math.sqrt(lm.d_model) / cfg.ref_rms if cfg.ref_rms > 0 else torch.ones_like(h_norm)
+
+    # KL anchor: "{subject} is a" before the edit, at the subject's last token (MEMIT's kl_prompts)
     kl_prompts = [render("{} is a", requests[g[0]].subject, "declarative") for g in groups]
     kl_batch = tokenize(lm.tokenizer, kl_prompts)
     kl_batch_dev = kl_batch.to(lm.input_device)
     with torch.no_grad():
         ref_logits = lm.forward(kl_batch_dev)
     rows_idx = torch.arange(len(kl_prompts), device=ref_logits.device)
-    ref_logp = torch.log_softmax(ref_logits[rows_idx, kl_batch_dev.last.to(ref_logits.device)].float(), -1)
+    kl_pos = kl_batch_dev.subject_last.to(ref_logits.device)
+    ref_logp = torch.log_softmax(ref_logits[rows_idx, kl_pos].float(), -1)
 
     u = torch.zeros(n_groups, lm.d_model, device=device, requires_grad=True)
+    scale, h_norm, n_norm = scale.to(device), h_norm.to(device), n_norm.to(device)
     opt = torch.optim.Adam([u], lr=cfg.lr)
     keep = int(tb.n_target.max()) + 1  # label positions are the last n_target + 1 positions, minus the final one
     labels = tb.labels[:, -keep:].to(device)
@@ -262,6 +292,10 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
         i = idx.to(hidden.device)
         chunks.append((idx.to(device), part, hidden[i, off:], part.subject_last.to(hidden.device),
                        labels[idx.to(device)]))
+    leaves: dict[tuple[int, str, int], list[int]] = {}
+    for i, key in enumerate(rows.leaf):
+        leaves.setdefault(key, []).append(i)
+    leaf_index = {key: torch.tensor(idx, device=device) for key, idx in leaves.items()}
     losses: list[float] = []
     recorded: dict[int, dict[tuple[str, str], torch.Tensor]] = {}
     steps_run = 0
@@ -281,55 +315,51 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
             raise NumericalError("the edit loss became non-finite; lower lr or use float32 for this model")
         nll_rows = nll_rows.detach().to(device)
 
-        # per (group, relation, template) leaf gradients; then per group the root gradient w.r.t. delta
-        grad_delta = torch.zeros(n_groups, lm.d_model, device=device)
-        group_loss = torch.zeros(n_groups, device=device)
-        rel_grads: dict[tuple[int, str], torch.Tensor] = {}
-        leaves: dict[tuple[int, str, int], list[int]] = {}
-        for i, key in enumerate(rows.leaf):
-            leaves.setdefault(key, []).append(i)
+        # per (group, relation, leaf) mean gradients; per relation their mean (joint) or robust centroid (hki);
+        # per group the sum over relations: the gradient of the summed relation losses w.r.t. δ
         by_rel: dict[tuple[int, str], list[torch.Tensor]] = {}
         rel_loss: dict[tuple[int, str], list[torch.Tensor]] = {}
-        for (g, rel, t), idx in leaves.items():
-            ix = torch.tensor(idx, device=device)
+        for (g, rel, t), ix in leaf_index.items():
             by_rel.setdefault((g, rel), []).append(row_grads[ix].mean(0))
             rel_loss.setdefault((g, rel), []).append(nll_rows[ix].mean())
+        grad_delta = torch.zeros(n_groups, lm.d_model, device=device)
+        group_loss = torch.zeros(n_groups, device=device)
+        n_rel = torch.zeros(n_groups, device=device)
+        rel_grads: dict[tuple[int, str], torch.Tensor] = {}
         for (g, rel), grads in by_rel.items():
             stack = torch.stack(grads)
             rel_grads[(g, rel)] = geometric_median(stack, cfg.weiszfeld_iters) if mode == "hki" else stack.mean(0)
+            grad_delta[g] += rel_grads[(g, rel)]
             group_loss[g] += torch.stack(rel_loss[(g, rel)]).mean()
-        for g in range(n_groups):
-            gr = [v for (gg, _), v in rel_grads.items() if gg == g]
-            # joint: gradient of the summed relation losses; hki: mean of the relation centroids
-            grad_delta[g] = torch.stack(gr).mean(0) if mode == "hki" else torch.stack(gr).sum(0)
-        n_rel = torch.tensor([sum(1 for (gg, _) in rel_grads if gg == g) for g in range(n_groups)], device=device)
+            n_rel[g] += 1
         losses.append(float((group_loss / n_rel).mean()))
         bar.update()
         bar.set(nll=f"{losses[-1]:.3f}")
         if step % cfg.record_every == 0 or step == cfg.steps - 1:
             recorded[step] = {(requests[groups[g][0]].subject, rel): v.detach().cpu()
                               for (g, rel), v in rel_grads.items()}
-        if all(float(l) < cfg.early_stop for l in nll_rows):
-            break
+        if all(float(l) < cfg.early_stop for l in nll_rows) or step == cfg.steps - 1:
+            break  # MEMIT: the last iteration only measures the loss
 
-        # regularisers on delta itself (per group): KL on "{subject} is a" and weight decay
+        # regularisers on delta itself (per group): KL(new ‖ old) on "{subject} is a" and weight decay
         opt.zero_grad()
         delta = u * scale[:, None]
         reg = torch.zeros((), device=device)
         if cfg.kl > 0:
             with add_to_residual(lm, layer, kl_batch.subject_last, delta):
                 kl_logits = lm.forward(kl_batch)
-            new_logp = torch.log_softmax(kl_logits[rows_idx.to(kl_logits.device),
-                                                   kl_batch_dev.last.to(kl_logits.device)].float(), -1)
-            kl_term = torch.nn.functional.kl_div(new_logp, ref_logp.to(new_logp.device), log_target=True,
+            new_logp = torch.log_softmax(kl_logits[rows_idx.to(kl_logits.device), kl_pos.to(kl_logits.device)]
+                                         .float(), -1)
+            # kl_div(input=old, target=new) = Σ P_new (log P_new − log P_old) = KL(P_new ‖ P_old)
+            kl_term = torch.nn.functional.kl_div(ref_logp.to(new_logp.device), new_logp, log_target=True,
                                                  reduction="batchmean")
             reg = reg + cfg.kl * kl_term.to(device) * n_groups
-        reg = reg + cfg.wd * (delta.norm(dim=1) / h_norm.to(device) ** 2).sum()
+        reg = reg + cfg.wd * (delta.norm(dim=1) / n_norm ** 2).sum()
         # chain rule: d loss / d u = (grad_delta + d reg / d delta) * scale
         (reg + (delta * grad_delta).sum()).backward()
         opt.step()
-        with torch.no_grad():  # clamp ‖δ‖ ≤ clamp·‖h‖  <=>  ‖u‖ ≤ clamp·√d
-            max_u = cfg.clamp * math.sqrt(lm.d_model)
+        with torch.no_grad():  # clamp ‖δ‖ ≤ clamp·‖n‖  <=>  ‖u‖ ≤ clamp·‖n‖ / scale
+            max_u = (cfg.clamp * n_norm / scale)[:, None]
             norms = u.norm(dim=1, keepdim=True)
             u.mul_(torch.where(norms > max_u, max_u / norms, torch.ones_like(norms)))
         if log is not None:

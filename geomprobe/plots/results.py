@@ -18,7 +18,12 @@ import pandas as pd
 from ..tables import FORM_ORDER, METRICS
 from .style import editor_color, setup
 
-PROTOCOL_LABEL = {"prob": "MEMIT-style P(new) > P(true)", "token_acc": "EasyEdit-style token accuracy"}
+PROTOCOL_LABEL = {"prob": "MEMIT-style P(new) > P(true)", "token_acc": "EasyEdit-style token accuracy",
+                  "gen": "greedy generation, exact match"}
+#: Protocol order of the main-results tables; the headline is ``HEADLINE_PROTOCOL``.
+PROTOCOL_ORDER: tuple[str, ...] = ("prob", "token_acc", "gen")
+#: The main table's headline protocol: generating the target, as the paper counts success.
+HEADLINE_PROTOCOL = "gen"
 
 
 # --------------------------------------------------------------------------- text
@@ -29,13 +34,27 @@ def fmt(x: float, digits: int = 1) -> str:
 
 
 def results_markdown(df: pd.DataFrame, title: str = "Main results",
-                     paper: pd.DataFrame | None = None, notes: Sequence[str] = ()) -> str:
-    """Markdown tables from a :func:`form_scores` table: one per (protocol, form), editors as rows."""
+                     paper: pd.DataFrame | None = None, notes: Sequence[str] = (),
+                     headline: str = HEADLINE_PROTOCOL) -> str:
+    """Markdown tables from a :func:`form_scores` table: one per (protocol, form), editors as rows.
+
+    Protocols in the order :data:`PROTOCOL_ORDER` (``prob``, ``token_acc``, ``gen``); the line under the title
+    names the headline protocol (``headline``, by default ``gen``: generating the target, as the paper counts
+    success) and says so when the table lacks it.
+    """
     from ..evaluate import to_markdown
 
     lines = [f"# {title}", ""]
+    present = set(df["protocol"])
+    others = ", ".join(f"`{p}` ({PROTOCOL_LABEL.get(p, p)})" for p in PROTOCOL_ORDER if p != headline and p in present)
+    if headline in present:
+        lines += [f"**Headline protocol: `{headline}`** ({PROTOCOL_LABEL.get(headline, headline)}, the paper's "
+                  f"criterion)" + (f"; {others} beside it." if others else "."), ""]
+    else:
+        lines += [f"**Headline protocol `{headline}` is missing from this table** (re-run the evaluation to add it); "
+                  f"shown: {others or 'nothing'}.", ""]
     lines += [*notes, ""] if notes else []
-    protocols = [p for p in ("prob", "token_acc") if p in set(df["protocol"])]
+    protocols = [p for p in PROTOCOL_ORDER if p in present]
     protocols += sorted(set(df["protocol"]) - set(protocols))
     editors = list(dict.fromkeys(df["editor"]))
     for proto in protocols:
@@ -247,4 +266,4 @@ def plot_sequential(df: pd.DataFrame, metrics: Sequence[str] = METRICS, form: st
 
 
 __all__ = ["PROTOCOL_LABEL", "fmt", "plot_metric_bars", "plot_overhead", "plot_sequential", "plot_similar_subjects",
-           "results_markdown", "wrap"]
+           "results_markdown", "wrap", "HEADLINE_PROTOCOL", "PROTOCOL_ORDER"]

@@ -46,6 +46,14 @@ def fmt(x: float, digits: int = 2) -> str:
     return f"{x:.{digits}f}" if abs(x) < 10 else f"{x:.0f}" if abs(x) >= 100 else f"{x:.1f}"
 
 
+def criterion_note(df: pd.DataFrame) -> str:
+    """``" (ρ: prob>0.5)"``: the success criterion of the noisy trials behind the radii (the ρ rows' ``criterion``
+    column, e.g. ``prob>0.5``, ``argmax``, ``beats-true``); empty for tables without that column."""
+    rho = radius_rows(df)
+    c = ", ".join(dict.fromkeys(str(x) for x in rho["criterion"].dropna())) if "criterion" in rho else ""
+    return f" (ρ: {c})" if c else ""
+
+
 def few_note(df: pd.DataFrame) -> str:
     """``" (ρ of 1/8 requests only)"`` when fewer than :data:`FEW` requests' values predict their target."""
     k, n = predicted_count(df)
@@ -146,7 +154,7 @@ def plot_tolerance_radius(df: pd.DataFrame, title: str | None = None, relative: 
                plt.Line2D([], [], ls="", marker="x", color="#666666", ms=3.5,
                           label="target not predicted (edit failed, ρ undefined)")]
     ax.legend(handles=handles, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=6, ncol=1)
-    ax.set_title(title or "Tolerance radius per editor")
+    ax.set_title((title or "Tolerance radius per editor") + criterion_note(df))
     return fig
 
 
@@ -180,7 +188,7 @@ def plot_deviation_vs_radius(df: pd.DataFrame, rules: Sequence[str] = ("covarian
         ax.set_ylim(0, ymax * 1.1)
     ax.set_ylabel(DELTA_LABEL + "\nor ρ, last edit layer")
     ax.legend(handles=handles, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=6)
-    ax.set_title(title or "Activation deviation per update rule against the tolerance radius")
+    ax.set_title((title or "Activation deviation per update rule against the tolerance radius") + criterion_note(df))
     return fig
 
 
@@ -226,7 +234,7 @@ def plot_restoration(df: pd.DataFrame, forms: Sequence[str] = ("question", "inst
         handles.append(Patch(color="none", label="no ρ zone (no target predicted): " + ", ".join(no_rho)))
     ax.legend(handles=handles, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.3), fontsize=6,
               ncol=min(len(handles), 5))
-    ax.set_title(title or "Activation deviation of each editor against its tolerance radius")
+    ax.set_title((title or "Activation deviation of each editor against its tolerance radius") + criterion_note(df))
     return fig
 
 
@@ -281,7 +289,8 @@ def plot_layer_sensitivity(df: pd.DataFrame, rules: Sequence[str] = ("covariance
                bbox_to_anchor=(0.5, -0.12))
     pad = 0.08 * ((max(layers) - min(layers)) or 4)
     axes[0].set_xlim(min(layers) - pad, max(layers) + pad)
-    fig.suptitle(title or "Tolerance radius and activation deviation across edit layers", fontsize=8.5)
+    fig.suptitle((title or "Tolerance radius and activation deviation across edit layers") + criterion_note(df),
+                 fontsize=8.5)
     fig.tight_layout()
     return fig
 
@@ -339,10 +348,11 @@ def plot_hki_sensitivity(df: pd.DataFrame, editor: str = "rose", baseline: str =
     a2.set_ylabel("edit time (s)")
     a2.set_ylim(bottom=0, top=max([1e-3] + list(t.fillna(0) * 1.3) + ([float(bt.mean()) * 1.3] if len(bt) else [])))
     a2.legend(frameon=False, fontsize=6, loc="upper left")
-    fig.suptitle(title or "HKI sensitivity: tolerance radius and edit time vs templates", fontsize=8.5)
+    fig.suptitle((title or "HKI sensitivity: tolerance radius and edit time vs templates") + criterion_note(d),
+                 fontsize=8.5)
     fig.tight_layout()
     return fig
 
 
-__all__ = ["few_note", "fmt", "pct", "plot_deviation_vs_radius", "plot_hki_sensitivity", "plot_layer_sensitivity",
-           "plot_restoration", "plot_tolerance_radius", "safe_label"]
+__all__ = ["criterion_note", "few_note", "fmt", "pct", "plot_deviation_vs_radius", "plot_hki_sensitivity",
+           "plot_layer_sensitivity", "plot_restoration", "plot_tolerance_radius", "safe_label"]

@@ -5,9 +5,23 @@ the last edit layer ``L`` at the subject's last token makes the model predict th
 largest noise norm ``r`` such that with ``δ + ε``, ``‖ε‖ = r`` in an isotropic random direction, the
 target is still predicted in at least ``success`` (90%) of ``trials`` (10) draws.
 
-"Predicted" means every token of ``target_new`` is the argmax under teacher forcing (for one-token
-targets: the top-1 next token).  The injection happens on the *unedited* weights, so ρ measures the
-optimised value itself, whichever update rule later writes it.
+What "predicted" means is the ``criterion`` of a trial:
+
+* ``"prob"`` (default; the paper's Validity Check: the model "still correctly predicts the target object
+  with the probability" above a threshold): ``P(target_new | prompt) > threshold`` (default 0.5), where
+  ``P`` is the teacher-forced probability of the *whole* target sequence, the product of its token
+  probabilities ``exp(Σ log p)`` (:func:`geomprobe.scoring.token_logprobs`).  Rows are labelled
+  ``criterion = "prob>0.5"``.
+* ``"argmax"``: every token of ``target_new`` is the argmax under teacher forcing (for one-token targets:
+  the top-1 next token) — geomprobe's older rule.  It is not ordered with ``"prob"`` at every threshold:
+  ``P > 0.5`` makes every target token the argmax (each token's probability is at least ``P``), so under
+  ``"prob"`` with ``threshold ≥ 0.5`` a trial is at least as hard to pass as under ``"argmax"``; below 0.5
+  a top-1 target can have ``P < threshold`` and a non-top-1 one ``P > threshold``.
+* ``"beats-true"``: ``P(target_new) > P(target_true)`` (sequence probabilities as above); needs the
+  request's ``target_true``.
+
+The injection happens on the *unedited* weights, so ρ measures the optimised value itself, whichever update
+rule later writes it.
 
 Two estimators see the same noise directions (drawn once per prompt from ``seed``, rescaled to each
 radius), so they measure the same function ``success(r)``:
@@ -19,9 +33,11 @@ radius), so they measure the same function ``success(r)``:
   head only at the target positions.  The search stays on the reference's grid ``k·step`` and keeps a
   bracket ``[lo, hi]`` (``lo`` succeeds, ``hi`` fails); the next radius is interpolated from a
   continuous statistic, the ``(trials − need + 1)``-th smallest target margin (``success(r) ≥ success``
-  exactly when it is positive), on a power-law model ``S(r) ≈ S(0) − c·r^1.5``, with bisection whenever
-  a step shrinks the bracket by less than half.  The first radius tried is ``‖h‖`` (the residual's own
-norm) together with the unperturbed prompt.  It stops when ``hi = lo + 1``: ρ = ``lo·step``.
+  exactly when it is positive; the margin of a trial is ``log P(target) − log threshold`` for ``"prob"``,
+  ``log P(new) − log P(true)`` for ``"beats-true"``, the target's logit minus the best other logit,
+  minimum over target tokens, for ``"argmax"``), on a power-law model ``S(r) ≈ S(0) − c·r^1.5``, with
+  bisection whenever a step shrinks the bracket by less than half.  The first radius tried is ``‖h‖`` (the
+  residual's own norm) together with the unperturbed prompt.  It stops when ``hi = lo + 1``: ρ = ``lo·step``.
 
 Success counts are integers (``need = ceil(success · trials)``), never float shares, so 9 of 10 passes a
 90% criterion in both estimators.  Where ``success(r)`` is monotone on the grid both return the same
@@ -32,6 +48,7 @@ trial.
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from typing import Callable, Sequence
 
@@ -44,9 +61,10 @@ from ..errors import GeomprobeError
 from ..hooks import add_to_residual, head_only_at, read, resume_from
 from ..models.load import LM
 from ..positions import Batch
-from ..scoring import with_targets
+from ..scoring import token_logprobs, with_targets
 
 METHODS = ("fast", "reference")
+CRITERIA = ("prob", "argmax", "beats-true")
 
 
 def _directions(d: int, trials: int, seed: int, device: torch.device) -> torch.Tensor:
@@ -61,11 +79,23 @@ def _need(trials: int, success: float) -> int:
     return math.ceil(success * trials - 1e-9)
 
 
-class _Prompt:
-    """One edit prompt with its target, ready for repeated noisy forwards."""
+def label(criterion: str, threshold: float) -> str:
+    """The ``criterion`` column of a radius row: ``"prob>0.5"``, ``"argmax"`` or ``"beats-true"``."""
+    return f"prob>{threshold:g}" if criterion == "prob" else criterion
 
-    def __init__(self, lm: LM, prompt, target: str, delta: torch.Tensor, layer: int):
+
+class _Prompt:
+    """One edit prompt with its target, ready for repeated noisy forwards.
+
+    ``criterion`` decides a trial (see the module docstring); ``"beats-true"`` scores ``rival`` (the
+    request's ``target_true``) as a second prompt under the same noise.
+    """
+
+    def __init__(self, lm: LM, prompt, target: str, delta: torch.Tensor, layer: int, criterion: str = "prob",
+                 threshold: float = 0.5, rival: str | None = None):
         self.lm, self.layer = lm, layer
+        self.criterion, self.log_threshold = criterion, math.log(threshold)
+        self.rival = None if rival is None else _Prompt(lm, prompt, rival, delta, layer, "argmax")
         self.tb = with_targets(lm.tokenizer, [prompt], [target]).to(lm.input_device)
         self.pos = self.tb.batch.subject_last
         self.delta = delta
@@ -74,13 +104,23 @@ class _Prompt:
         self.want = self.tb.labels[0][mask]  # (t,)
         self._hidden = None
 
-    def score(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def logprob(self, logits: torch.Tensor) -> torch.Tensor:
+        """log P(target) (n,): the sum of the teacher-forced token log-probs, from logits (n, t, vocab)."""
+        return token_logprobs(logits, self.want.to(logits.device).expand(len(logits), -1)).sum(-1)
+
+    def score(self, logits: torch.Tensor, rival: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Hits and margins (n,) on CPU from head logits (n, t, vocab) at the target positions.
 
-        A hit: every target token is the argmax.  The margin: min over target tokens of the target's
-        logit minus the best other logit (> 0 for a hit, up to exact ties).
+        ``"prob"``: a hit when ``P(target) > threshold``; the margin ``log P(target) − log threshold``.
+        ``"beats-true"``: a hit when ``P(target) > P(true)``, ``rival`` holding ``log P(true)`` (n,); the
+        margin ``log P(target) − log P(true)``.  In both the hit is exactly ``margin > 0``.
+        ``"argmax"``: a hit when every target token is the argmax; the margin: min over target tokens of the
+        target's logit minus the best other logit (> 0 for a hit, up to exact ties).
         """
         logits = logits.float()
+        if self.criterion != "argmax":
+            margin = self.logprob(logits) - (self.log_threshold if rival is None else rival.to(logits.device))
+            return (margin > 0).cpu(), margin.cpu()
         want = self.want.to(logits.device).expand(len(logits), -1)[..., None]  # (n, t, 1)
         hit = (logits.argmax(-1) == want[..., 0]).all(-1)
         margin = logits.gather(-1, want)[..., 0] - logits.scatter(-1, want, float("-inf")).amax(-1)
@@ -101,22 +141,32 @@ class _Prompt:
         return self._hidden
 
     def batched(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Hits and margins (n,) for noise vectors (n, d): one resumed, batched forward."""
+        """Hits and margins (n,) for noise vectors (n, d): one resumed, batched forward (two with a rival)."""
+        rival = None if self.rival is None else self.rival.logprob(self.rival.batched_logits(noise))
+        return self.score(self.batched_logits(noise), rival)
+
+    def batched_logits(self, noise: torch.Tensor) -> torch.Tensor:
+        """Head logits (n, t, vocab) at the target positions for noise vectors (n, d)."""
         n = len(noise)
         h = self.hidden().expand(n, -1, -1).clone()
         rows = torch.arange(n, device=h.device)
         pos = self.pos.to(h.device).expand(n)
         h[rows, pos] += (self.delta.to(h.device) + noise.to(h.device)).to(h.dtype)
         with torch.no_grad(), resume_from(self.lm, self.layer + 1, h), head_only_at(self.lm, self.at):
-            return self.score(self.lm.forward(self.expand(n)))
+            return self.lm.forward(self.expand(n))
+
+    def single_logits(self, e: torch.Tensor) -> torch.Tensor:
+        """Head logits (1, t, vocab) at the target positions for one noise vector (d,): a full forward."""
+        with (torch.no_grad(), add_to_residual(self.lm, self.layer, self.pos, (self.delta + e)[None]),
+              head_only_at(self.lm, self.at)):
+            return self.lm.forward(self.tb.batch)
 
     def single(self, noise: torch.Tensor) -> int:
         """Hits among noise vectors (n, d), one full forward per vector (the paper's procedure)."""
         hits = 0
         for e in noise:
-            with (torch.no_grad(), add_to_residual(self.lm, self.layer, self.pos, (self.delta + e)[None]),
-                  head_only_at(self.lm, self.at)):
-                hits += int(self.score(self.lm.forward(self.tb.batch))[0][0])
+            rival = None if self.rival is None else self.rival.logprob(self.rival.single_logits(e))
+            hits += int(self.score(self.single_logits(e), rival)[0][0])
         return hits
 
 
@@ -193,8 +243,14 @@ def _radius_fast(p: _Prompt, u: torch.Tensor, step: float, need: int, k_max: int
 
 def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: float = 0.9, method: str = "fast",
                      step: float | None = None, max_radius: float | None = None, seed: int = 0,
-                     requests: Sequence[int] | None = None) -> pd.DataFrame:
+                     requests: Sequence[int] | None = None, criterion: str = "prob",
+                     threshold: float = 0.5) -> pd.DataFrame:
     """ρ for every request of ``update`` on its declarative edit prompt.
+
+    By default a noisy trial succeeds by the paper's probability criterion: ``P(target_new | prompt)`` — the
+    teacher-forced probability of the whole target sequence — exceeds ``threshold``.  ``criterion="argmax"``
+    is geomprobe's older rule (every target token the argmax); ``"prob"`` with ``threshold ≥ 0.5`` is at
+    least as strict as it (see the module docstring).
 
     Args:
         lm: the *unedited* model the update was computed on.
@@ -207,16 +263,27 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
         max_radius: search limit; default 4·mean ‖h‖.
         seed: seed of the noise directions (one stream per request).
         requests: indices of the requests to measure (default all).
+        criterion: what a successful trial is: ``"prob"`` (default, the paper's) — ``P(target_new) >
+            threshold``; ``"argmax"`` — every target token is the argmax (the older rule);
+            ``"beats-true"`` — ``P(target_new) > P(target_true)`` (needs ``target_true`` on every request).
+        threshold: the probability the whole target sequence must exceed under ``"prob"``, in (0, 1);
+            ignored by the other criteria.
 
     Returns:
         tidy DataFrame, one row per request: ``editor, case_id, subject, relation, form, layer, metric,
         value, value_rel (ρ/‖h‖), delta_norm, h_norm, predicted, method, trials, success, step, seed,
-        evaluations, seconds``; ``evaluations`` counts radii for the reference (each ``trials`` forwards)
-        and batched forwards for the fast estimator.
+        evaluations, seconds, criterion, threshold``; ``evaluations`` counts radii for the reference (each
+        ``trials`` forwards) and batched forwards for the fast estimator (``"beats-true"`` doubles the forwards).
+        ``criterion`` labels the rule (``"prob>0.5"``, ``"argmax"``, ``"beats-true"``); ``threshold`` is the
+        probability threshold under ``"prob"``, NaN otherwise.
         ``value`` is 0 when the unperturbed value does not predict the target at all (``predicted`` False).
     """
     if method not in METHODS:
         raise GeomprobeError(f"unknown method {method!r}; use 'fast' or 'reference'")
+    if criterion not in CRITERIA:
+        raise GeomprobeError(f"unknown criterion {criterion!r}; use 'prob', 'argmax' or 'beats-true'")
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 < threshold < 1:
+        raise GeomprobeError(f"threshold must be a probability in (0, 1), got {threshold!r}")
     if trials < 1 or not 0 < success <= 1:
         raise GeomprobeError(f"trials must be >= 1 and success in (0, 1]; got {trials}, {success}")
     update.check_model(lm)
@@ -232,13 +299,20 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
     k_max, need = int(max_radius / step + 1e-9), _need(trials, success)
     col_of = {i: c for c, members in enumerate(value.members) for i in members}
     idx = range(len(update.requests)) if requests is None else requests
+    if criterion == "beats-true":
+        for i in idx:
+            if update.requests[i].target_true is None:
+                raise GeomprobeError(f"criterion 'beats-true' needs target_true, but request "
+                                     f"{update.requests[i].case_id!r} has none; give it target_true or use "
+                                     "criterion='prob'")
     rows = []
     from ..progress import track
     for i in track(idx, f"tolerance radius ({update.editor})", unit="req"):
         r = update.requests[i]
         c = col_of[i]
         delta = value.delta[:, c].to(lm.device_of(layer))
-        p = _Prompt(lm, render(r.prompt, r.subject, "declarative"), r.target_new, delta, layer)
+        p = _Prompt(lm, render(r.prompt, r.subject, "declarative"), r.target_new, delta, layer, criterion,
+                    threshold, r.target_true if criterion == "beats-true" else None)
         u = _directions(lm.d_model, trials, seed + i, lm.device_of(layer))
         t0 = time.perf_counter()
         if method == "fast":
@@ -252,6 +326,7 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
             "value_rel": rho / float(h_norm[c]), "delta_norm": float(value.delta[:, c].norm()),
             "h_norm": float(h_norm[c]), "predicted": bool(predicted), "method": method, "trials": trials,
             "success": success, "step": step, "seed": seed, "evaluations": evals,
-            "seconds": time.perf_counter() - t0,
+            "seconds": time.perf_counter() - t0, "criterion": label(criterion, threshold),
+            "threshold": float(threshold) if criterion == "prob" else float("nan"),
         })
     return pd.DataFrame(rows)
