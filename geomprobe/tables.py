@@ -156,6 +156,7 @@ def tidy_radius(tol: pd.DataFrame, model: str, editor: str | None = None, rho_fr
         "layer": tol["layer"], "metric": RHO, "value": tol["value"], "value_rel": tol["value_rel"],
         "h_norm": tol["h_norm"], "rho": tol["value"], "rho_from": src, "predicted": pred.astype(int),
         "status": status, "safe": np.nan, "step": tol["step"],
+        "criterion": tol["criterion"] if "criterion" in tol else "argmax",
     })
     for k, v in extra.items():
         out[k] = v

@@ -21,6 +21,16 @@ from geomprobe.probes.tolerance import _need, _Prompt, search_grid
 from tiny import fact_update
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tests run many tiny forwards: on busy cores two OpenMP threads wait on each other far longer than
+    they compute (measured: 2 s vs 0.13 s per SmolLM2 forward of a 6-token prompt), so they run on one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def toy_edit():
     lm = gp.load_model("toy-llama", device="cpu")
@@ -104,9 +114,10 @@ def test_grid_search_on_a_non_monotone_curve_returns_an_edge_it_saw():
 @pytest.mark.slow
 def test_fast_and_reference_agree_within_one_step_on_smollm2():
     lm = gp.load_model("smollm2-135m", device="cpu")
-    reqs = [r for r in gp.load_requests("same-subject") if r.relation == "capital"][:2]  # P(target) > 0.5
+    reqs = [r for r in gp.load_requests("same-subject") if r.relation == "capital"][:2]  # P(target) ≈ 0.77, 0.80
     upd = fact_update(lm, reqs, layer=7)
-    _agree(lm, upd, trials=5, **_coarse(upd, 0.1))  # the default criterion, prob > 0.5
+    ref, _ = _agree(lm, upd, trials=5, **_coarse(upd, 0.1))  # the default criterion, prob > 0.5
+    assert (ref["criterion"] == "prob>0.5").all() and (ref["value"] >= 3 * ref["step"]).all()  # measured: 6, 5 steps
 
 
 def test_radius_is_reproducible_and_seed_dependent(toy_edit):
@@ -187,7 +198,7 @@ def test_prob_criterion_scores_the_whole_target_sequence(toy_edit):
                                        torch.zeros(lm.d_model), 0, crit, t)
     p = make("prob")
     assert len(p.want) == 2
-    vocab = lm.tokenizer.vocab_size if len(lm.tokenizer) <= lm.tokenizer.vocab_size else len(lm.tokenizer)
+    vocab = int(p.want.max()) + 2  # score() reads only the logits it is given
     logits = torch.full((1, 2, vocab), -1e4)
     logits[0, [0, 1], p.want] = 0.0
     logits[0, [0, 1], (p.want + 1) % vocab] = float(np.log(0.4 / 0.6))  # p(target token) = 0.6 at each position

@@ -173,7 +173,8 @@ def _fig_html(name: str, png: bytes, caption: str) -> str:
 
 
 _GLOSSARY = ("ρ: tolerance radius of the optimised value on the declarative edit prompt (largest isotropic noise "
-             "norm at the last edit layer under which the target is still predicted in 90% of draws). "
+             "norm at the last edit layer under which P(target) > 0.5 in more than 90% of draws; criterion prob>0.5, the "
+             "paper's). "
              "Δ: ‖ΔW_L (k_form − k_decl)‖, the output deviation the edit produces at the last edit layer when the "
              "prompt changes from the declarative form (mean over the form's prompts); same units as ρ. "
              "Δ cov. / Δ iso.: the same with the MEMIT covariance rule / the isotropic rule on identical K, R. "

@@ -14,7 +14,8 @@ Measurement fields the rules read (see :data:`MEASUREMENT_FIELDS` for the full l
 * ``decl_success_after`` — the same share on the declarative edit prompt of the request;
 * ``rho`` (ρ) and ``rho_rel`` (ρ/‖h‖) — tolerance radius of the optimised value on the declarative edit
   prompt, residual-norm units at the last edit layer L; ``value_predicts`` — whether the unperturbed
-  optimised value predicts the target at all (ρ is 0 when it does not);
+  optimised value predicts the target at all under ρ's criterion (default P(target) > 0.5; ρ is 0 when it
+  does not);
 * ``delta`` (Δ) — ``‖ΔW_L (k_form − k_decl)‖`` of the update, mean over the form's prompts, same units as ρ
   (0 on the declarative form by definition); ``delta_covariance`` / ``delta_identity`` — Δ of the MEMIT
   covariance rule and of the isotropic rule on the same K and R; ``amplification`` — their ratio;
