@@ -7,8 +7,13 @@ token, so edits of them do not take; an *unknown* subject (a word outside the to
 * succeeding case — ``rose-no-hki`` (isotropic update) on one request (Blorptang's occupation -> sailor):
   the target wins on the declarative, question and instruction forms;
 * failing case — ``memit-merge`` jointly on two relations of the same subject (occupation -> sailor,
-  favourite colour -> green): the occupation edit wins on its declarative prompt but fails on the
-  instruction form; the joint value's radius collapses (ρ = 0 under the argmax criterion) while Δ > 0.
+  favourite colour -> orange) with a tighter clamp (``value_clamp=0.6``, :data:`FAIL_SET`; 30 steps as
+  preset): the joint value leaves the occupation target below P = 0.5, so its radius is ρ = 0 under the
+  probability criterion, yet the edit wins on the declarative prompt (P(sailor) > P(pilot)) and fails on the
+  instruction form with Δ > 0 (drift-exceeds-tolerance); the colour value does not reach its target at all
+  (value-not-reached on the declarative form; relation conflict ≈ 0.55, below the conflict rule's 0.8).
+  The window is narrow on the toy: clamp 0.55 loses the occupation edit, 0.7 gives it ρ > 0; with the
+  preset clamp 0.75 (or the earlier colour target green) both values predict their targets (ρ ≈ 57).
   Its requests carry no case ids (they get ``r0``, ``r1`` in the JSON; people read ``Blorptang · occupation``).
 """
 
@@ -32,7 +37,9 @@ from geomprobe.report.diagnose import REPORT_KEYS, SCHEMA
 OCC = {"case_id": "b-occ", "subject": "Blorptang", "relation": "occupation", "prompt": "The occupation of {} is",
        "target_new": "sailor", "target_true": "pilot"}
 COL = {"case_id": "b-col", "subject": "Blorptang", "relation": "favourite_colour",
-       "prompt": "The favourite colour of {} is", "target_new": "green", "target_true": "yellow"}
+       "prompt": "The favourite colour of {} is", "target_new": "orange", "target_true": "yellow"}
+#: Editor options of the failing joint case (see the module docstring): a clamp below the preset's 0.75.
+FAIL_SET = {"value_clamp": 0.6}
 OCC_LABEL, COL_LABEL = "Blorptang · occupation", "Blorptang · favourite_colour"
 
 
@@ -195,7 +202,8 @@ def _same(lm, saved):
 def failing(toy, files, tmp_path_factory):
     out = tmp_path_factory.mktemp("fail")
     saved = _weights(toy)
-    report = gp.diagnose(toy, files["joint"], editor="memit-merge", out=out, trials=6, log=lambda s: None)
+    report = gp.diagnose(toy, files["joint"], editor="memit-merge", out=out, overrides=FAIL_SET, trials=6,
+                         log=lambda s: None)
     return report, out, _same(toy, saved)
 
 
@@ -275,6 +283,7 @@ def test_toy_remedy_commands_reproduce_the_run(failing, files):
     args, over = _parsed(cmds[0])
     assert (args.model, args.requests, args.editor, args.trials) == ("toy-llama", str(files["joint"]),
                                                                       "memit-merge", 6)
+    assert m.value_clamp == FAIL_SET["value_clamp"] and cmds[0].count("value_clamp=") == 1
     assert over["value_steps"] == 60 and over["value_clamp"] == 2 * m.value_clamp
     text = "\n".join(summary_diagnose(report))
     assert cmds[0] in text
@@ -350,7 +359,8 @@ def _run(capsys, *argv):
 
 def test_cli_diagnose_exits_0_whatever_the_verdicts(capsys, files, tmp_path):
     code, out, err = _run(capsys, "diagnose", "--model", "toy-llama", "--requests", str(files["joint"]),
-                          "--editor", "memit-merge", "--trials", "4", "--out", str(tmp_path))
+                          "--editor", "memit-merge", "--trials", "4", "--out", str(tmp_path),
+                          *(a for k, v in FAIL_SET.items() for a in ("--set", f"{k}={v}")))
     assert code == 0, err
     assert "FAIL" in out and OCC_LABEL in out and "instruction" in out and "report.html" in out
     assert "try: geomprobe diagnose --model toy-llama" in out

@@ -51,7 +51,8 @@ class ValueConfig:
             d = 4096; an estimate — GPT-J cannot be run offline here): Adam's first step then moves ``δ`` by
             ≈ lr·‖h‖/0.7 ≈ 0.71‖h‖, about the clamp radius, as MEMIT's ``0.5·√4096 = 32`` vs ``0.75·45`` does
             on GPT-J.  ``0`` runs Adam on ``δ`` itself (the reference's parametrisation, no scaling).
-        early_stop: stop when every NLL term is below this value.
+        early_stop: stop when every prompt's NLL is below this value (MEMIT stops when its total loss, NLL
+            + KL + weight decay, is below 5e-2; per-prompt NLL keeps every prompt, not their mean, on target).
         hki_templates: M, leaves per relation for HKI: the edit prompt and the relation's first M − 1
             training templates (the RoSE paper: 8).
         hki_frame: ``eval`` (instruction/question leaves share the evaluation's system frame; only the
