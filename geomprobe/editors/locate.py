@@ -40,7 +40,6 @@ from typing import Callable, Sequence
 import torch
 
 from .. import linalg
-from ..data.forms import render
 from ..data.requests import EditRequest
 from ..errors import GeomprobeError
 from ..hooks import read
@@ -138,8 +137,9 @@ class Editor:
         token, on the current weights; a column averages over its requests.
 
         A request's key is ½ its bare edit prompt's key + ½ the mean over the context-prefixed copies
-        (``key_weighting="memit"``, ``compute_ks``), or the flat mean over all of them (``"flat"``, ROME's
-        ``compute_u``); its residual is the bare prompt's (MEMIT's ``cur_zs``).
+        (``key_weighting="memit"``, ``compute_ks``), the flat mean over all of them (``"flat"``, ROME's
+        ``compute_u``) or the bare prompt's alone (``"bare"``, ROME's ``cur_input``); its residual is the bare
+        prompt's (MEMIT's ``cur_zs``).
         """
         prompts, req_of, is_bare = [], [], []
         flat = [i for idx in members for i in idx]
@@ -163,6 +163,8 @@ class Editor:
         k_bare, k_ctx, k_all = mean_by(keys, bare_t), mean_by(keys, ~bare_t), mean_by(keys, torch.ones_like(bare_t))
         if key_weighting == "flat":
             k_req = k_all
+        elif key_weighting == "bare":
+            k_req = k_bare
         else:
             k_req = 0.5 * k_bare + 0.5 * k_ctx if bool((~bare_t).any()) else k_bare
         h_req = mean_by(resid, bare_t)
@@ -172,13 +174,6 @@ class Editor:
         k = torch.zeros(n, lm.d_mlp).index_add_(0, col_t, k_req) / count
         h = torch.zeros(n, lm.d_model).index_add_(0, col_t, h_req) / count
         return k.T.contiguous(), h.T.contiguous()
-
-    def _bare_keys(self, lm: LM, request: EditRequest, layer: int) -> torch.Tensor:
-        """(m, 1) the key at the subject's last token of the bare edit prompt, on the current weights."""
-        batch = tokenize(lm.tokenizer, [render(request.prompt, request.subject, "declarative")])
-        with torch.no_grad(), read(lm, [layer], ("key",), positions=batch.subject_last, stop=True) as r:
-            lm.forward(batch)
-        return r["key"][layer].float().cpu().T.contiguous()
 
     def _solve(self, lm: LM, layer: int, R: torch.Tensor, K: torch.Tensor, cfg: EditorConfig,
                C: torch.Tensor | None, K_prev: torch.Tensor | None) -> torch.Tensor:
@@ -216,7 +211,7 @@ class Editor:
         for i, r in enumerate(requests):
             value = optimize_values(lm, [r], layer, "per-request", cfg.value, seed=cfg.seed + i, log=log)
             k, _ = self._column_reads(lm, [r], [[0]], cfg, layer, layer, key_weighting="flat")
-            k_bare = self._bare_keys(lm, r, layer)
+            k_bare, _ = self._column_reads(lm, [r], [[0]], cfg, layer, layer, key_weighting="bare")
             dev = lm.device_of(layer)
             W = lm.weight(layer).detach().float()
             delta = self._filter(cfg, lm, layer, rules.solve("rank-one", value.delta.to(dev), k.to(dev), cfg,
