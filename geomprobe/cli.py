@@ -139,6 +139,18 @@ def _edit(args: argparse.Namespace) -> int:
     print(f"{update.editor} on {lm.name}: {len(requests)} requests, layers {list(update.layers)}, "
           f"{update.seconds:.1f} s, peak {update.peak_memory_mb:.0f} MB")
     print(to_markdown(summary))
+    from .evaluate import CRITERIA
+
+    crit = after[(after["protocol"] == "prob") & (after["criterion"] != "")].groupby("criterion")["request"].nunique()
+    if set(crit.index) - {"beats-true"}:  # say what `prob` compared with where a request has no target_true
+        print("prob criterion: " + "; ".join(f"{n} request(s): {CRITERIA.get(c, c)} [{c}]" for c, n in crit.items()))
+    from .data.forms import eval_prompts
+    from .report.common import not_evaluated_reason
+
+    for r in requests:  # forms without prompts are named, never silently missing from the table
+        for form in (f for f in forms if f in ("question", "instruction")):
+            if not eval_prompts(r, form, lm.tokenizer):
+                print(f"not evaluated: {r.subject} · {r.relation} ({form}): {not_evaluated_reason(r, form)}")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -339,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _prepare(args: argparse.Namespace) -> None:
     """Every check that needs no model, before any model loads: model name, request file, editor names,
-    ``--layers``, ``--set``, forms, counts, dtype and device.  Parsed values land on ``args``."""
+    ``--layers``, ``--set``, forms, counts, dtype and device; then the edit layers against the model's layer count
+    (read from its config.json), the request file's contents and what every editor needs of them (all editors of
+    ``compare`` before the first computes).  Parsed values land on ``args``."""
     from .editors.options import check_editors, check_model, check_requests, parse_layers, parse_overrides
 
     cmd = args.cmd
@@ -378,6 +392,8 @@ def _prepare(args: argparse.Namespace) -> None:
         bad = [o.strip() for o in args.only.split(",") if o.strip() not in SECTIONS]
         if bad:
             raise GeomprobeError(f"unknown bench section {bad[0]!r}; use {', '.join(SECTIONS)}")
+    _check_layer_range(args)
+    _check_request_contents(args)
     if getattr(args, "dtype", None) or getattr(args, "device", None):
         from .models.load import _dtype, _resolve_device
 
@@ -388,6 +404,40 @@ def _prepare(args: argparse.Namespace) -> None:
                 _resolve_device(args.device)
             except RuntimeError:
                 raise GeomprobeError(f"--device {args.device!r} is not a device; use cpu, cuda or cuda:N") from None
+
+
+def _check_layer_range(args: argparse.Namespace) -> None:
+    """``--layers`` (or ``--set layers=``) inside the model's layers, known from its config.json without loading
+    weights (built-in models, local directories, cached hub ids; otherwise checked right after loading)."""
+    from .editors.options import check_layers, model_layer_count
+
+    layers = (getattr(args, "overrides", None) or {}).get("layers") or getattr(args, "layer_tuple", None)
+    if layers and getattr(args, "model", None):
+        flag = "--layers" if getattr(args, "layer_tuple", None) else "--set layers="
+        check_layers(layers, model_layer_count(args.model), args.model, flag=flag)
+
+
+def _check_request_contents(args: argparse.Namespace) -> None:
+    """The request file parsed, every evaluation prompt rendered (a subject missing from a query), and what each
+    editor needs of the requests — before the model loads, for every editor of ``compare``."""
+    if args.cmd not in ("edit", "diagnose", "compare"):
+        return
+    from .data import load_requests
+    from .editors.options import check_requests_for
+
+    reqs = list(load_requests(args.requests))
+    if not reqs:
+        raise GeomprobeError(f"--requests {args.requests!r} holds no requests")
+    if args.cmd == "edit" and args.limit:
+        reqs = reqs[: args.limit]
+    from .data.forms import eval_prompts
+
+    forms = args.form_list if args.cmd == "edit" else ("declarative", "question", "instruction")
+    for r in reqs:
+        for form in forms:
+            eval_prompts(r, form)
+    for name in (args.editor_list if args.cmd == "compare" else [args.editor]):
+        check_requests_for(name, reqs)
 
 
 class _DropDeprecations(logging.Filter):

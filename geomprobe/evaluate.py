@@ -9,8 +9,9 @@ Usage::
 
 **What a row is.** :func:`evaluate` returns one row per (request, form, prompt index, protocol, metric)
 with columns :data:`COLUMNS`: ``case_id, subject, relation, form, prompt_idx, protocol, metric, value``,
-plus ``n_prompts`` (prompts of that request in that form, to weight per-request means) and ``request``
-(the request's position in the list passed in; ``case_id`` may be blank).
+plus ``n_prompts`` (prompts of that request in that form, to weight per-request means), ``request``
+(the request's position in the list passed in; ``case_id`` may be blank) and ``criterion`` (what a ``prob``
+row's value compares: :data:`CRITERIA`; empty on the other protocols' rows and on ``target_prob``).
 
 **Metric names** (stable; the ``form`` column says which linguistic form a number is on):
 
@@ -32,8 +33,14 @@ plus ``n_prompts`` (prompts of that request in that form, to weight per-request 
   on the neighbourhood prompt is the pre-edit model's preference (= MEMIT's neighbourhood score
   ``P(true) > P(new)`` whenever the unedited model prefers the true answer, as it does on a model
   that knows the fact). ``target_prob`` = ``exp(mean log-prob of target_new's tokens)``, the geometric
-  mean per-token probability. Requests without a ``target_true`` get no comparison rows (efficacy,
-  paraphrase, generalization, locality) under ``prob``; their ``target_prob`` is still reported.
+  mean per-token probability. The ``criterion`` column says what a ``prob`` row compared with
+  (:data:`CRITERIA`): ``beats-true`` — the request's ``target_true``; ``beats-greedy`` — a request without a
+  ``target_true`` is compared with the *unedited* model's own greedy answer on its declarative prompt (taken by
+  :func:`reference_predictions` before the edit, as many tokens as ``target_new`` has, cut at an EOS, a line
+  break or a sentence end; :meth:`Reference.true_target`), so pass ``reference`` to get it; ``prob>0.5`` —
+  neither is available (no reference, or the unedited model already answers ``target_new``): 1.0 if
+  ``target_prob > 0.5``. Locality under ``prob`` needs a true target (request or greedy); without one it is
+  left out.
 * ``token_acc`` — EasyEdit-style teacher-forced token accuracy: the share of ``target_new``'s tokens
   that are the argmax prediction given the prompt and the previous target tokens. Locality: the
   pre-edit model's greedy continuation of the neighbourhood prompt (as many tokens as ``target_true``
@@ -83,7 +90,16 @@ METRIC_OF_FORM: dict[str, str] = {"declarative": "efficacy", "paraphrase": "para
                                   "question": "generalization", "instruction": "generalization"}
 #: Columns of :func:`evaluate`'s DataFrame, in order.
 COLUMNS: tuple[str, ...] = ("case_id", "subject", "relation", "form", "prompt_idx", "protocol", "metric",
-                            "value", "n_prompts", "request")
+                            "value", "n_prompts", "request", "criterion")
+#: Success criteria of the ``prob`` protocol (the ``criterion`` column): what P(target_new) is compared with.
+CRITERIA: dict[str, str] = {
+    "beats-true": "P(target_new) > P(target_true), the request's target_true",
+    "beats-greedy": "P(target_new) > P(the unedited model's own greedy answer), the request has no target_true",
+    "prob>0.5": "P(target_new) > 0.5, geometric mean per token (no target_true and no usable answer of the "
+                "unedited model)",
+}
+#: Probability threshold of the ``prob>0.5`` criterion.
+PROB_THRESHOLD = 0.5
 #: Columns of :func:`summarize`'s table that hold scores (percent).
 SCORE_COLUMNS: tuple[str, ...] = ("efficacy", "paraphrase", "generalization", "locality", "overall",
                                   "target_prob", "f1")
@@ -145,6 +161,9 @@ class Reference:
         forms: the forms neighbourhood prompts were rendered in.
         max_new_tokens: greedy continuation length kept for the ``gen`` protocol.
         prompts: one :class:`LocalityPrompt` per (request, form, neighbourhood prompt).
+        greedy_answers: per request, the unedited model's greedy answer on its declarative prompt when the
+            request has no ``target_true`` (None for requests that have one, or when the answer is empty or is
+            ``target_new`` itself); the ``prob`` protocol compares with it (``beats-greedy``).
     """
 
     identity: tuple[tuple[str, Any], ...]
@@ -152,6 +171,7 @@ class Reference:
     forms: tuple[str, ...]
     max_new_tokens: int
     prompts: tuple[LocalityPrompt, ...]
+    greedy_answers: tuple[str | None, ...] = ()
 
     def __post_init__(self) -> None:
         bad = [p for p in self.prompts if not 0 <= p.request < len(self.requests)]
@@ -162,6 +182,10 @@ class Reference:
     @property
     def model_identity(self) -> dict[str, Any]:
         return dict(self.identity)
+
+    def true_target(self, request: EditRequest) -> tuple[str | None, str]:
+        """``(true target, criterion)`` the ``prob`` protocol uses for ``request`` (see :data:`CRITERIA`)."""
+        return true_target(request, self)
 
     def check(self, lm: Any) -> None:
         """Refuse a model other than the one the reference was computed on."""
@@ -205,15 +229,18 @@ def reference_predictions(lm: Any, requests: Sequence[EditRequest], forms: Seque
     forms = tuple(f for f in _check_forms(forms) if f in LOCALITY_FORMS)
     _check_counts(max(max_new_tokens, 1), batch_size)
     tok = lm.tokenizer
+    with torch.no_grad():
+        greedy = _greedy_answers(lm, requests, batch_size)
     found: list[tuple[int, str, int, Rendered]] = []
     for i, req in enumerate(requests):
         for form in forms:
             for j, r in enumerate(neighborhood_prompts(req, form, tok, templates)):
                 found.append((i, form, j, r))
     if not found:
-        return Reference(_identity(lm), tuple(requests), forms, max_new_tokens, ())
+        return Reference(_identity(lm), tuple(requests), forms, max_new_tokens, (), greedy)
     prompts = [r for *_, r in found]
-    trues = [requests[i].target_true for i, *_ in found]
+    trues = [requests[i].target_true or greedy[i] for i, *_ in found]
+    own_true = [bool(requests[i].target_true) for i, *_ in found]
     news = [requests[i].target_new for i, *_ in found]
     with torch.no_grad():
         logp_new, n_new, _ = _score(lm, prompts, news, batch_size)
@@ -223,7 +250,8 @@ def reference_predictions(lm: Any, requests: Sequence[EditRequest], forms: Seque
             lt, nt, _ = _score(lm, [prompts[k] for k in has_true], [trues[k] for k in has_true], batch_size)
             logp_true = dict(zip(has_true, lt))
             n_true = dict(zip(has_true, nt))
-        n_tokens = [n_true.get(k, n_new[k]) for k in range(len(found))]
+        # token_acc locality scores as many tokens as the request's own target_true has (target_new's without one)
+        n_tokens = [n_true[k] if own_true[k] else n_new[k] for k in range(len(found))]
         ids = _prompt_ids(tok, [r.text for r in prompts])
         conts = _greedy(lm, ids, [max(n, max_new_tokens) for n in n_tokens], batch_size)
         argmax = _forced_argmax(lm, ids, [c[:n] for c, n in zip(conts, n_tokens)], batch_size)
@@ -232,7 +260,43 @@ def reference_predictions(lm: Any, requests: Sequence[EditRequest], forms: Seque
                        n_tokens=n_tokens[k], continuation=tuple(conts[k]), argmax=tuple(argmax[k]),
                        logp_true=logp_true.get(k), n_true=n_true.get(k, 0), logp_new=logp_new[k], n_new=n_new[k])
         for k, (i, form, j, r) in enumerate(found))
-    return Reference(_identity(lm), tuple(requests), forms, max_new_tokens, out)
+    return Reference(_identity(lm), tuple(requests), forms, max_new_tokens, out, greedy)
+
+
+def true_target(request: EditRequest, reference: "Reference | None" = None) -> tuple[str | None, str]:
+    """``(true target, criterion)`` of the ``prob`` protocol for ``request``: its ``target_true``
+    (``beats-true``); else the unedited model's greedy answer kept by ``reference`` (``beats-greedy``); else
+    ``(None, "prob>0.5")``."""
+    if request.target_true:
+        return request.target_true, "beats-true"
+    if reference is not None:
+        try:
+            k = reference.requests.index(request)
+        except ValueError:
+            k = -1
+        if 0 <= k < len(reference.greedy_answers) and reference.greedy_answers[k]:
+            return reference.greedy_answers[k], "beats-greedy"
+    return None, "prob>0.5"
+
+
+def _greedy_answers(lm: Any, requests: Sequence[EditRequest], batch_size: int) -> tuple[str | None, ...]:
+    """Per request without a ``target_true``: the model's greedy answer on its declarative prompt, as many tokens
+    as ``target_new`` has there, cut at an EOS, a line break or a sentence end, trailing punctuation stripped;
+    None when it is empty or normalises to ``target_new`` (the comparison would be meaningless)."""
+    todo = [i for i, r in enumerate(requests) if not r.target_true]
+    out: list[str | None] = [None] * len(requests)
+    if not todo:
+        return tuple(out)
+    prompts = [eval_prompts(requests[i], "declarative")[0] for i in todo]
+    n_new = [int(n) for n in with_targets(lm.tokenizer, prompts, [requests[i].target_new for i in todo]).n_target]
+    ids = _prompt_ids(lm.tokenizer, [p.text for p in prompts])
+    conts = _greedy(lm, ids, [max(1, n) for n in n_new], batch_size)
+    eos = _eos_ids(lm)
+    for i, cont in zip(todo, conts):
+        text = _answer_text(lm.tokenizer, cont, eos).strip().rstrip(string.punctuation).strip()
+        if text and normalize_answer(text) and normalize_answer(text) != normalize_answer(requests[i].target_new):
+            out[i] = text
+    return tuple(out)
 
 
 def neighborhood_prompts(request: EditRequest, form: str, tokenizer: Any = None,
@@ -298,11 +362,12 @@ def evaluate(lm: Any, requests: Sequence[EditRequest], forms: Sequence[str] = FO
     if reference is not None:
         _check_reference(lm, reference, requests)
     rows: list[dict[str, Any]] = []
+    trues = [true_target(r, reference) for r in requests]
     from .progress import progress as _progress
     passes = 1 + (reference is not None)
     with torch.no_grad(), _progress(passes, f"evaluation ({len(requests)} requests)", "pass") as bar:
         rows += _rewrite_rows(lm, requests, forms, protocols, generation, max_new_tokens, batch_size, templates,
-                              length_normalized)
+                              length_normalized, trues)
         bar.update()
         if reference is None:
             if any(r.neighborhood or any(q.form == "neighborhood" for q in r.queries) for r in requests):
@@ -310,7 +375,7 @@ def evaluate(lm: Any, requests: Sequence[EditRequest], forms: Sequence[str] = FO
                               "unedited model", stacklevel=2)
         else:
             rows += _locality_rows(lm, requests, forms, reference, protocols, generation, max_new_tokens, batch_size,
-                                   length_normalized)
+                                   length_normalized, trues)
             bar.update()
     df = pd.DataFrame(rows, columns=list(COLUMNS))
     return df.astype({"prompt_idx": int, "value": float, "n_prompts": int, "request": int})
@@ -318,7 +383,8 @@ def evaluate(lm: Any, requests: Sequence[EditRequest], forms: Sequence[str] = FO
 
 def _rewrite_rows(lm: Any, requests: list[EditRequest], forms: tuple[str, ...], protocols: tuple[str, ...],
                   generation: bool, max_new_tokens: int, batch_size: int,
-                  templates: dict[str, RelationTemplates] | None, length_normalized: bool) -> list[dict[str, Any]]:
+                  templates: dict[str, RelationTemplates] | None, length_normalized: bool,
+                  trues: list[tuple[str | None, str]]) -> list[dict[str, Any]]:
     items = []  # (request index, form, prompt index, n_prompts, prompt, expected answer)
     for i, req in enumerate(requests):
         for form in forms:
@@ -335,10 +401,10 @@ def _rewrite_rows(lm: Any, requests: list[EditRequest], forms: tuple[str, ...], 
     answers = [it[5] for it in items]
     if protocols:
         logp_new, n_new, hits = _score(lm, prompts, answers, batch_size)
-    with_true = [k for k, it in enumerate(items) if requests[it[0]].target_true]
+    with_true = [k for k, it in enumerate(items) if trues[it[0]][0]]
     logp_true, n_true = {}, {}
     if "prob" in protocols and with_true:
-        lt, nt, _ = _score(lm, [prompts[k] for k in with_true], [requests[items[k][0]].target_true for k in with_true],
+        lt, nt, _ = _score(lm, [prompts[k] for k in with_true], [trues[items[k][0]][0] for k in with_true],
                            batch_size)
         logp_true, n_true = dict(zip(with_true, lt)), dict(zip(with_true, nt))
     gens = _generate_answers(lm, prompts, max_new_tokens, batch_size) if generation else None
@@ -347,11 +413,15 @@ def _rewrite_rows(lm: Any, requests: list[EditRequest], forms: tuple[str, ...], 
         metric = METRIC_OF_FORM[form]
         row = _row_maker(requests[i], i, form, j, n)
         if "prob" in protocols:
+            p_new = math.exp(logp_new[k] / n_new[k])
+            criterion = trues[i][1]
             if k in logp_true:
                 new_wins = not _prefers_true(logp_true[k], n_true[k], logp_new[k], n_new[k], length_normalized,
                                              ties_to_true=True)
-                rows.append(row("prob", metric, float(new_wins)))
-            rows.append(row("prob", "target_prob", math.exp(logp_new[k] / n_new[k])))
+            else:
+                new_wins = p_new > PROB_THRESHOLD
+            rows.append(row("prob", metric, float(new_wins), criterion))
+            rows.append(row("prob", "target_prob", p_new))
         if "token_acc" in protocols:
             rows.append(row("token_acc", metric, hits[k] / n_new[k]))
         if gens is not None:
@@ -362,7 +432,7 @@ def _rewrite_rows(lm: Any, requests: list[EditRequest], forms: tuple[str, ...], 
 
 def _locality_rows(lm: Any, requests: list[EditRequest], forms: tuple[str, ...], reference: Reference,
                    protocols: tuple[str, ...], generation: bool, max_new_tokens: int, batch_size: int,
-                   length_normalized: bool) -> list[dict[str, Any]]:
+                   length_normalized: bool, trues: list[tuple[str | None, str]]) -> list[dict[str, Any]]:
     index = {r: k for k, r in enumerate(reference.requests)}
     by_request: dict[int, list[LocalityPrompt]] = {}
     for p in reference.prompts:
@@ -374,11 +444,11 @@ def _locality_rows(lm: Any, requests: list[EditRequest], forms: tuple[str, ...],
     prompts = [_plain(p.text, p.form) for _, p in entries]
     rows: list[tuple[int, LocalityPrompt, str, str, float]] = []
     if "prob" in protocols:
-        ks = [k for k, (_, p) in enumerate(entries) if p.logp_true is not None]
+        ks = [k for k, (i, p) in enumerate(entries) if p.logp_true is not None and trues[i][0]]
         if ks:
             sub = [prompts[k] for k in ks]
             ln, nn, _ = _score(lm, sub, [requests[entries[k][0]].target_new for k in ks], batch_size)
-            lt, nt, _ = _score(lm, sub, [requests[entries[k][0]].target_true for k in ks], batch_size)
+            lt, nt, _ = _score(lm, sub, [trues[entries[k][0]][0] for k in ks], batch_size)
             for m, k in enumerate(ks):
                 i, p = entries[k]
                 post = _prefers_true(lt[m], nt[m], ln[m], nn[m], length_normalized)
@@ -402,8 +472,8 @@ def _locality_rows(lm: Any, requests: list[EditRequest], forms: tuple[str, ...],
                 rows.append((i, p, "gen", "locality_f1", token_f1(post, pre)))
     order = {"prob": 0, "token_acc": 1, "gen": 2}
     rows.sort(key=lambda r: (r[0], forms.index(r[1].form), r[1].prompt_idx, order[r[2]]))
-    return [_row_maker(requests[i], i, p.form, p.prompt_idx, count[(i, p.form)])(proto, metric, value)
-            for i, p, proto, metric, value in rows]
+    return [_row_maker(requests[i], i, p.form, p.prompt_idx, count[(i, p.form)])(
+        proto, metric, value, trues[i][1] if proto == "prob" else "") for i, p, proto, metric, value in rows]
 
 
 def _check_reference(lm: Any, reference: Reference, requests: list[EditRequest]) -> None:
@@ -419,10 +489,10 @@ def _check_reference(lm: Any, reference: Reference, requests: list[EditRequest])
 
 
 def _row_maker(req: EditRequest, i: int, form: str, j: int, n: int):
-    def row(protocol: str, metric: str, value: float) -> dict[str, Any]:
+    def row(protocol: str, metric: str, value: float, criterion: str = "") -> dict[str, Any]:
         return {"case_id": req.case_id, "subject": req.subject, "relation": req.relation, "form": form,
                 "prompt_idx": j, "protocol": protocol, "metric": metric, "value": float(value), "n_prompts": n,
-                "request": i}
+                "request": i, "criterion": criterion}
     return row
 
 

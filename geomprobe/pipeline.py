@@ -55,6 +55,14 @@ SMOKE = "SMOKE TEST (toy world, not a finding)"
 #: the same for ``--quick`` settings on another model
 SMOKE_OTHER = "SMOKE TEST (quick settings, not a finding)"
 
+#: how the index reads the intervals in the headlines (:mod:`geomprobe.intervals`)
+INTERVALS_NOTE = ("Scores read `estimate [low, high]`: a 95% percentile bootstrap interval resampling *subjects* "
+                  "(requests of one subject are not independent), with n requests and n subjects beside it; "
+                  "`A − B` differences are paired (both editors on the same resampled subjects), and a verdict "
+                  "claims a difference only when that interval excludes 0.  A CSV written before the intervals "
+                  "shows bare estimates and claims no difference.")
+
+
 def analyses_dir(path: str | Path | None = None) -> Path:
     """The folder of ``analyses/<id>.py`` scripts: ``path``, else the repository's ``analyses/``."""
     d = Path(path) if path else Path(__file__).resolve().parents[1] / "analyses"
@@ -247,6 +255,7 @@ def _write_index(out: Path, entries: list[Entry], ws: Workspace | None, total: f
              f"{meta.get('device', '?')}, {meta.get('dtype', '?')}; total {meta.get('total_seconds', '?')} s, "
              f"{meta.get('date', '?')}).  Each figure: `<id>.png|.pdf`, its data `<id>.csv`, "
              "the script `analyses/<id>.py`.  `geomprobe figures --replot` redraws from the CSVs.", "",
+             INTERVALS_NOTE, "",
              *[f"Re-run since with `--only {','.join(r['ids'])}` ({r['seconds']} s, {r['date']})." for r in
                meta.get("reruns", [])], *([""] if meta.get("reruns") else []),
              "| figure | what it shows | measured here (paper) | paper ref | time |", "|---|---|---|---|---|"]
@@ -303,5 +312,5 @@ def main(file: str, argv: Sequence[str] | None = None) -> None:
     sys.exit(0)
 
 
-__all__ = ["CATALOGUE", "SMOKE", "SMOKE_OTHER", "add_arguments", "analyses_dir", "draw", "figure", "load_analysis",
-           "main", "run_figures", "run_from_args", "select", "smoke_label", "smoke_title"]
+__all__ = ["CATALOGUE", "INTERVALS_NOTE", "SMOKE", "SMOKE_OTHER", "add_arguments", "analyses_dir", "draw", "figure",
+           "load_analysis", "main", "run_figures", "run_from_args", "select", "smoke_label", "smoke_title"]

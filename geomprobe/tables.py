@@ -29,6 +29,12 @@ layout and the tables a plot needs with the functions here, from the CSV alone (
   "efficacy" and "paraphrase" are measured "in the same linguistic form" as the query;
 * ``overall`` = the arithmetic mean of efficacy, paraphrase and locality (as RoSE Tab. 1 reports it; NaN
   when one of them is missing).
+
+Every score carries ``n_requests``, ``n_subjects`` and a 95% bootstrap interval ``low``–``high`` resampling
+*subjects* (requests of one subject are not independent; :mod:`geomprobe.intervals`); with ``versus`` an editor's
+rows also carry the paired difference to that editor on the same requests, with its interval.  The intervals
+are stored in the CSV, so a replot shows them without the per-request rows; an older CSV without these columns
+replots without intervals (:func:`score_interval`, :func:`score_difference`).
 """
 
 from __future__ import annotations
@@ -38,6 +44,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+
+from .intervals import (N_BOOT, Interval, paired_difference, percentile_interval, resample_weights,
+                        resampled_means)
 
 # ---- verdict thresholds ------------------------------------------------------------------------------------
 #: ρ of one edit against another (ratio): below ``SHRINK`` × the other it "collapses" (RoSE Fig. 2a: joint vs
@@ -228,6 +237,22 @@ def median_iqr(d: pd.DataFrame, by: str, values: str = "value") -> pd.DataFrame:
 FORM_ORDER: tuple[str, ...] = ("instruction", "question", "declarative")
 METRICS: tuple[str, ...] = ("efficacy", "paraphrase", "locality", "overall")
 SCORE_COLUMNS = ("protocol", "form", "metric", "value", "n_requests")
+#: what :func:`form_scores` adds: the subject-bootstrap 95% interval of ``value`` and the subjects it rests on
+INTERVAL_COLUMNS = ("low", "high", "n_subjects")
+#: and with ``versus``: the paired difference ``value − versus's value`` on the same requests and its interval
+DIFF_COLUMNS = ("versus", "diff", "diff_low", "diff_high", "n_paired", "n_paired_subjects")
+
+
+def _per_request(rows: pd.DataFrame) -> pd.DataFrame:
+    """``unit, subject, value`` (percent): each request's mean over its prompts, one row per request."""
+    if rows.empty:
+        return pd.DataFrame({"unit": [], "subject": [], "value": []})
+    key = "request" if "request" in rows.columns else "case_id"
+    g = rows.groupby(key, sort=True)
+    subj = g["subject"].first().astype(str) if "subject" in rows.columns else g[key].first().astype(str)
+    per = g["value"].mean()
+    return pd.DataFrame({"unit": per.index.astype(str), "subject": subj.to_numpy(),
+                         "value": per.to_numpy(dtype=float) * 100.0})
 
 
 def _mean_per_request(rows: pd.DataFrame) -> tuple[float, int]:
@@ -238,51 +263,159 @@ def _mean_per_request(rows: pd.DataFrame) -> tuple[float, int]:
     return float(per.mean() * 100.0), int(len(per))
 
 
-def form_scores(ev: pd.DataFrame, by: Sequence[str] = ("editor",),
-                forms: Sequence[str] = FORM_ORDER) -> pd.DataFrame:
-    """Per-form efficacy / paraphrase / locality / overall (percent) from :func:`evaluate` rows.
+def _form_parts(g: pd.DataFrame, form: str) -> dict[str, pd.DataFrame]:
+    if form == "declarative":
+        parts = {"efficacy": g[(g["form"] == "declarative") & (g["metric"] == "efficacy")],
+                 "paraphrase": g[(g["form"] == "paraphrase") & (g["metric"] == "paraphrase")]}
+    else:
+        gen = g[(g["form"] == form) & (g["metric"] == "generalization")]
+        parts = {"efficacy": gen[gen["prompt_idx"] == 0], "paraphrase": gen[gen["prompt_idx"] > 0]}
+    parts["locality"] = g[(g["form"] == form) & (g["metric"] == "locality")]
+    return parts
+
+
+THREE = ("efficacy", "paraphrase", "locality")
+
+
+def _boot_metrics(per: dict[str, pd.DataFrame], n_boot: int, seed: int) -> tuple[dict[str, np.ndarray], int]:
+    """Bootstrap replicates of each metric's mean and of ``overall`` (mean of the three), all on one set of
+    subject resamples (the subjects of the form's requests)."""
+    universe = sorted(set().union(*(set(p["subject"]) for p in per.values())))
+    w = resample_weights(len(universe), n_boot, seed)
+    boot = {m: resampled_means(p["value"], p["subject"], universe, w) for m, p in per.items()}
+    boot["overall"] = np.mean([boot[m] for m in THREE], axis=0)
+    return boot, len(universe)
+
+
+def form_scores(ev: pd.DataFrame, by: Sequence[str] = ("editor",), forms: Sequence[str] = FORM_ORDER,
+                versus: str | None = None, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+    """Per-form efficacy / paraphrase / locality / overall (percent) from :func:`evaluate` rows, each with its
+    95% subject-bootstrap interval (:mod:`geomprobe.intervals`).
 
     Args:
         ev: rows of :func:`geomprobe.evaluate.evaluate` (plus the ``by`` columns).
         by: grouping columns kept in the output (e.g. ``editor``, ``n_edits``).
         forms: forms to report.
+        versus: an editor (``by`` must hold ``editor``): every other editor's row also gets the paired difference
+            ``its value − versus's value`` on the requests both were scored on, with its interval (subjects
+            resampled once for both editors), in :data:`DIFF_COLUMNS`.
+        n_boot, seed: bootstrap resamples and seed (fixed: the CSV is reproducible).
 
     Returns:
-        tidy DataFrame: ``*by, protocol, form, metric, value, n_requests`` (``value`` in percent).
+        tidy DataFrame: ``*by, protocol, form, metric, value, n_requests, low, high, n_subjects`` (``value``,
+        ``low``, ``high`` in percent; ``low``/``high`` NaN with one subject), plus :data:`DIFF_COLUMNS` with
+        ``versus``.  ``value`` is the mean over requests of each request's mean over its prompts; ``overall``'s
+        interval is that of the mean of the three metrics on the same resamples.
     """
     by = [c for c in by if c in ev.columns]
-    rows = []
+    if versus is not None and "editor" not in by:
+        raise ValueError("form_scores(versus=...) needs 'editor' among the `by` columns")
+    rows, kept = [], {}
     for keys, g in ev.groupby([*by, "protocol"], sort=False):
         keys = keys if isinstance(keys, tuple) else (keys,)
         base = dict(zip([*by, "protocol"], keys))
         for form in forms:
-            if form == "declarative":
-                parts = {"efficacy": g[(g["form"] == "declarative") & (g["metric"] == "efficacy")],
-                         "paraphrase": g[(g["form"] == "paraphrase") & (g["metric"] == "paraphrase")]}
-            else:
-                gen = g[(g["form"] == form) & (g["metric"] == "generalization")]
-                parts = {"efficacy": gen[gen["prompt_idx"] == 0], "paraphrase": gen[gen["prompt_idx"] > 0]}
-            parts["locality"] = g[(g["form"] == form) & (g["metric"] == "locality")]
+            parts = _form_parts(g, form)
             vals = {m: _mean_per_request(sub) for m, sub in parts.items()}
             if all(n == 0 for _, n in vals.values()):
                 continue
-            three = [vals[m][0] for m in ("efficacy", "paraphrase", "locality")]
+            three = [vals[m][0] for m in THREE]
             overall = float(np.mean(three)) if all(np.isfinite(three)) else math.nan
             n_max = max(n for _, n in vals.values())
             vals["overall"] = (overall, n_max if np.isfinite(overall) else 0)
+            per = {m: _per_request(sub) for m, sub in parts.items()}
+            boot, k = _boot_metrics(per, n_boot, seed)
+            kept[(*keys, form)] = per
             for m in METRICS:
-                rows.append({**base, "form": form, "metric": m, "value": vals[m][0], "n_requests": vals[m][1]})
-    return pd.DataFrame(rows, columns=[*by, *SCORE_COLUMNS])
+                subs = per[m]["subject"] if m != "overall" else pd.concat([per[x]["subject"] for x in THREE])
+                n_sub = int(subs.nunique()) if vals[m][1] else 0
+                iv = percentile_interval(vals[m][0], boot[m], vals[m][1], n_sub)
+                rows.append({**base, "form": form, "metric": m, "value": vals[m][0], "n_requests": vals[m][1],
+                             "low": iv.low, "high": iv.high, "n_subjects": n_sub})
+    out = pd.DataFrame(rows, columns=[*by, *SCORE_COLUMNS, *INTERVAL_COLUMNS])
+    if versus is not None:
+        out = _add_differences(out, kept, by, versus, n_boot, seed)
+    return out
+
+
+def _paired(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """Requests scored for both (same request and subject): ``subject, a, b``."""
+    m = a.merge(b, on=["unit", "subject"], suffixes=("_a", "_b"))
+    m = m[np.isfinite(m["value_a"]) & np.isfinite(m["value_b"])]
+    return m.rename(columns={"value_a": "a", "value_b": "b"})[["subject", "a", "b"]]
+
+
+def _add_differences(out: pd.DataFrame, kept: dict, by: list[str], versus: str, n_boot: int,
+                     seed: int) -> pd.DataFrame:
+    cols = {c: [] for c in DIFF_COLUMNS}
+    ei = by.index("editor")
+    for rec in out.itertuples(index=False):
+        r = rec._asdict()
+        key = tuple(r[c] for c in [*by, "protocol"]) + (r["form"],)
+        ref = key[:ei] + (versus,) + key[ei + 1:]
+        d = Interval(math.nan, math.nan, math.nan, 0, 0)
+        if r["editor"] != versus and ref in kept:
+            pairs = {m: _paired(kept[key][m], kept[ref][m]) for m in THREE}
+            if r["metric"] != "overall":
+                p = pairs[r["metric"]]
+                d = paired_difference(p["a"], p["b"], p["subject"], n_boot=n_boot, seed=seed)
+            elif all(len(p) for p in pairs.values()):
+                subs = pd.concat([p["subject"] for p in pairs.values()])
+                universe = sorted(set(subs))
+                w = resample_weights(len(universe), n_boot, seed)
+                boot = np.mean([resampled_means(p["a"], p["subject"], universe, w)
+                                - resampled_means(p["b"], p["subject"], universe, w) for p in pairs.values()], axis=0)
+                est = float(np.mean([p["a"].mean() - p["b"].mean() for p in pairs.values()]))
+                d = percentile_interval(est, boot, max(len(p) for p in pairs.values()), len(universe))
+        cols["versus"].append(versus)
+        cols["diff"].append(d.estimate)
+        cols["diff_low"].append(d.low)
+        cols["diff_high"].append(d.high)
+        cols["n_paired"].append(d.n)
+        cols["n_paired_subjects"].append(d.n_clusters)
+    return out.assign(**cols)
 
 
 def score(df: pd.DataFrame, editor: str, metric: str = "efficacy", form: str = "instruction",
           protocol: str = "prob", **where) -> float:
     """One number from a :func:`form_scores` table (NaN when absent)."""
+    row = _score_row(df, editor, metric, form, protocol, **where)
+    return math.nan if row is None else float(row["value"])
+
+
+def _score_row(df: pd.DataFrame, editor: str, metric: str, form: str, protocol: str, **where) -> pd.Series | None:
     sel = (df["editor"] == editor) & (df["metric"] == metric) & (df["form"] == form) & (df["protocol"] == protocol)
     for k, v in where.items():
         sel &= df[k] == v
-    vals = df.loc[sel, "value"].dropna()
-    return float(vals.iloc[0]) if len(vals) else math.nan
+    d = df[sel & df["value"].notna()]
+    return d.iloc[0] if len(d) else None
+
+
+def _get(row: pd.Series, col: str, default=math.nan):
+    v = row.get(col, default)
+    return default if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def score_interval(df: pd.DataFrame, editor: str, metric: str = "efficacy", form: str = "instruction",
+                   protocol: str = "prob", **where) -> Interval:
+    """:func:`score` with its interval and counts from the CSV (bounds NaN for a CSV written before the
+    intervals, or with one subject; ``n_subjects`` 0 when the CSV does not say)."""
+    row = _score_row(df, editor, metric, form, protocol, **where)
+    if row is None:
+        return Interval(math.nan, math.nan, math.nan, 0, 0)
+    return Interval(float(row["value"]), float(_get(row, "low")), float(_get(row, "high")),
+                    int(_get(row, "n_requests", 0)), int(_get(row, "n_subjects", 0)))
+
+
+def score_difference(df: pd.DataFrame, editor: str, metric: str = "efficacy", form: str = "instruction",
+                     protocol: str = "prob", **where) -> Interval | None:
+    """The paired difference ``editor − versus`` stored by :func:`form_scores` (``versus=``) for that row; None
+    when the CSV has no difference columns or no difference for it (e.g. an old CSV)."""
+    row = _score_row(df, editor, metric, form, protocol, **where)
+    if row is None or "diff" not in row.index or not np.isfinite(float(_get(row, "diff"))):
+        return None
+    return Interval(float(row["diff"]), float(_get(row, "diff_low")), float(_get(row, "diff_high")),
+                    int(_get(row, "n_paired", 0)), int(_get(row, "n_paired_subjects", 0)))
 
 
 # ---- gradient conflict (RoSE Fig. 3 / 9) -------------------------------------------------------------------
@@ -354,6 +487,7 @@ def breach_table(df: pd.DataFrame, probes: Sequence[str] = ("near-duplicate", "u
 __all__ = ["ABILITY_METRICS", "AMPLIFY", "COLLAPSED", "DEV", "FEW", "FORM_ORDER", "ILL_CONDITIONED", "MEASURED",
            "METRICS", "MOSTLY_ORTHOGONAL", "NOT_PREDICTED", "NO_RULE", "ORTHOGONAL", "RHO", "SCORE_COLUMNS", "SECONDS",
            "SEPARATED", "SHARE_MARGIN", "SHRINK", "STABLE_SPREAD", "STATUS", "TIDY_COLUMNS", "TIE", "TIMES", "WIDEN",
-           "breach_share", "breach_table", "compare", "conflict_by_step", "conflict_matrix", "first", "first_step",
-           "flag", "form_scores", "median_iqr", "model_of", "predicted_count", "predicted_radii", "quartiles",
-           "radius_rows", "retained", "safe_share", "score", "tidy_deviation", "tidy_radius", "versus"]
+           "DIFF_COLUMNS", "INTERVAL_COLUMNS", "breach_share", "breach_table", "compare", "conflict_by_step",
+           "conflict_matrix", "first", "first_step", "flag", "form_scores", "median_iqr", "model_of", "predicted_count",
+           "predicted_radii", "quartiles", "radius_rows", "retained", "safe_share", "score", "score_difference",
+           "score_interval", "tidy_deviation", "tidy_radius", "versus"]

@@ -2,7 +2,6 @@
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
@@ -142,6 +141,55 @@ def test_unknown_hub_id_offline_fails_at_once(capsys, no_model, monkeypatch):
     err = _one_line_error(capsys, "edit", "--model", "nosuch-org/smollm2-135m-typo", "--requests", "toy",
                           limit_s=3.0)
     assert "HF_HUB_OFFLINE" in err and "smollm2-135m" in err, err
+
+
+@pytest.mark.parametrize("argv, needles", [
+    # the model's layer count comes from its config.json (or the built-in table), no weights loaded
+    (["diagnose", "--model", "smollm2-135m", "--requests", "toy", "--layers", "99"],
+     ["--layers 99", "30 layers (0..29)", "did you mean --layers 29?"]),
+    (["compare", "--model", "toy-llama", "--requests", "toy", "--layers", "2-5"],
+     ["4 layers (0..3)", "layer 4", "did you mean --layers 2-3?"]),
+    (["edit", "--model", "toy-gpt2", "--requests", "toy", "--set", "layers=1,7"], ["--set layers=1,7", "0..3"]),
+    (["stats", "--model", "toy-gpt2", "--layers", "12"], ["--layers 12", "did you mean --layers 3?"]),
+    (["diagnose", "--model", "smollm2-135m", "--requests", "toy", "--set", "lr=abc"],
+     ["unknown editor option", "did you mean value_lr?"]),
+    (["diagnose", "--model", "smollm2-135m", "--requests", "toy", "--set", "value_lr=abc"], ["value_lr", "float"]),
+    (["diagnose", "--model", "foo", "--requests", "toy"], ["'foo'", "not a model hub id", "nearest built-in"]),
+])
+def test_realistic_mistakes_fail_in_seconds_naming_the_nearest_choice(capsys, no_model, argv, needles):
+    err = _one_line_error(capsys, *argv, limit_s=3.0)
+    for n in needles:
+        assert n in err, err
+
+
+def test_uncached_hub_id_without_a_reachable_hub_fails_at_once(capsys, no_model, monkeypatch):
+    import geomprobe.editors.options as options
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    asked = []
+    monkeypatch.setattr(options, "_hub_reachable", lambda *a, **k: asked.append(1) or False)
+    err = _one_line_error(capsys, "diagnose", "--model", "someorg/smollm2-135m-typo", "--requests", "toy",
+                          limit_s=3.0)
+    assert asked and "cannot be reached" in err and "nearest built-in: smollm2-135m" in err, err
+
+
+def test_the_python_loader_refuses_unreachable_names_at_once(monkeypatch):
+    import geomprobe.editors.options as options
+    import geomprobe.models.load as load
+    from geomprobe.errors import ModelLoadError
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setattr(options, "_hub_reachable", lambda *a, **k: False)
+    t0 = time.perf_counter()
+    with pytest.raises(ModelLoadError, match="did you mean smollm2-135m"):
+        load.load_model("smollm2-135")  # a typo: no hub request at all
+    with pytest.raises(ModelLoadError, match="nearest built-in"):
+        load.load_model("foo")  # not org/name: not a hub id
+    with pytest.raises(ModelLoadError, match="cannot be reached"):
+        load.load_model("someorg/smollm2-135m-typo")
+    assert time.perf_counter() - t0 < 3.0
 
 
 def test_set_values_are_parsed_by_the_config_types():

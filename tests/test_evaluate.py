@@ -164,12 +164,47 @@ def test_neighbourhood_prompts_in_question_form_only_when_templated(lm):
     assert len(neighborhood_prompts(FRANCE, "declarative")) == 3
 
 
-def test_requests_without_target_true_skip_the_prob_comparison(lm):
+def test_requests_without_target_true_use_a_defined_criterion(lm):
+    """No target_true: compared with the unedited model's greedy answer (taken by the reference before any edit),
+    else P(target_new) > 0.5; the ``criterion`` column says which, and every request gets its efficacy row."""
+    from geomprobe.evaluate import CRITERIA, true_target
+
     req = EditRequest(subject="john", relation="locomo", prompt="{} lives in", target_new="rome italy")
+    # without a reference: the probability threshold
     df = evaluate(lm, [req], forms=("declarative",))
-    assert pick(df, protocol="prob", metric="efficacy").empty
-    assert len(pick(df, protocol="prob", metric="target_prob")) == 1
-    assert len(pick(df, protocol="token_acc", metric="efficacy")) == 1
+    eff = pick(df, protocol="prob", metric="efficacy")
+    tp = pick(df, protocol="prob", metric="target_prob").value.item()
+    assert len(eff) == 1 and eff.criterion.item() == "prob>0.5" and eff.criterion.item() in CRITERIA
+    assert eff.value.item() == float(tp > 0.5)
+    assert pick(df, protocol="token_acc").criterion.eq("").all()
+    # with the reference: the unedited model's own greedy answer, as many tokens as target_new has (2 here)
+    ref = reference_predictions(lm, [req])
+    answer, criterion = true_target(req, ref)
+    greedy = hand_greedy(lm, req.text, 2).split("\n")[0].strip(" .,?:")
+    assert greedy and greedy != req.target_new  # (this tiny model answers "rome rome")
+    assert criterion == "beats-greedy" and answer == greedy, (answer, greedy)
+    assert ref.greedy_answers == (answer,)
+    df = evaluate(lm, [req], forms=("declarative",), reference=ref)
+    eff = pick(df, protocol="prob", metric="efficacy")
+    assert eff.criterion.item() == "beats-greedy"
+    new, true = hand(lm, req.text, req.target_new)[0], hand(lm, req.text, answer)[0]
+    assert eff.value.item() == float(sum(new) / len(new) > sum(true) / len(true))
+    # a request with its own target_true keeps the MEMIT comparison
+    assert pick(evaluate(lm, [JOHN], forms=("declarative",)), protocol="prob",
+                metric="efficacy").criterion.item() == "beats-true"
+
+
+def test_greedy_answer_equal_to_target_new_falls_back_to_the_threshold(lm):
+    from geomprobe.evaluate import true_target
+
+    probe = EditRequest(subject="john", relation="locomo", prompt="{} lives in", target_new="x")
+    answer = hand_greedy(lm, probe.text, 1).strip()
+    assert answer and answer not in ".,?:"
+    req = EditRequest(subject="john", relation="locomo", prompt="{} lives in", target_new=answer)
+    ref = reference_predictions(lm, [req])
+    assert true_target(req, ref) == (None, "prob>0.5")
+    eff = pick(evaluate(lm, [req], forms=("declarative",), reference=ref), protocol="prob", metric="efficacy")
+    assert eff.criterion.item() == "prob>0.5"
 
 
 def test_query_answer_is_the_expected_answer(lm):
@@ -178,11 +213,12 @@ def test_query_answer_is_the_expected_answer(lm):
                               queries=(query,))
     as_target = EditRequest(subject="john", relation="locomo", prompt="{} lives in", target_new="rome italy",
                             queries=(Query(text=query.text, form="question"),))
-    a = evaluate(lm, [with_answer], forms=("question",), protocols=("prob",))
-    b = evaluate(lm, [as_target], forms=("question",), protocols=("prob",))
-    assert a.value.item() == pytest.approx(b.value.item())
-    c = evaluate(lm, [with_answer], forms=("declarative",), protocols=("prob",))
-    assert c.value.item() != pytest.approx(a.value.item())
+    def target_prob(req, form):
+        return pick(evaluate(lm, [req], forms=(form,), protocols=("prob",)), metric="target_prob").value.item()
+
+    a = target_prob(with_answer, "question")
+    assert a == pytest.approx(target_prob(as_target, "question"))
+    assert target_prob(with_answer, "declarative") != pytest.approx(a)
 
 
 def test_summarize_in_percent_and_markdown(lm, ref):

@@ -129,3 +129,22 @@ class _FakeChat:
 
     def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
         return "".join(f"<{m['role']}>{m['content']}</{m['role']}>\n" for m in messages) + "<assistant>"
+
+
+def test_origin_is_kept_but_not_part_of_equality():
+    from geomprobe.data.forms import RelationTemplates, builtin_templates
+
+    d = {"declarative": "{} plays", "train": [["question", "What sport does {} play?"]],
+         "eval_questions": ["Which sport does {} play?"], "origin": "model"}
+    a = RelationTemplates.from_dict("sport", d)
+    assert a.origin == "model" and a.to_dict() == d
+    assert a == RelationTemplates.from_dict("sport", {**d, "origin": "rule"})
+    assert RelationTemplates.from_dict("sport", {**d, "origin": "nonsense"}).origin == "user"
+    assert {p.origin for p in builtin_templates().values()} == {"builtin"}
+
+
+def test_train_prompts_without_a_pool_names_geomprobe_templates():
+    with pytest.raises(RequestFormatError) as e:
+        train_prompts("no_such_relation", SUBJECT, template="{} attended a support group on")
+    msg = str(e.value)
+    assert "\n" not in msg and "geomprobe templates" in msg and "no_such_relation" in msg

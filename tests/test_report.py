@@ -73,16 +73,70 @@ def rec(**kw):
     (dict(delta=1.0), ["not-the-drift"]),
     (dict(delta=1.0, collision_subject="iPhone 11", collision_cosine=0.95), ["not-the-drift", "near-duplicate"]),
     (dict(delta=None, rho=None), ["unexplained"]),
+    # missing values are never failures: a rule whose input is missing does not fire
+    (dict(decl_success_after=None), ["unexplained"]),
+    (dict(form="declarative", decl_success_after=None, value_predicts=None), ["unexplained"]),
+    (dict(success_after=None), ["not-evaluable"]),
 ])
 def test_each_rule_fires_on_its_numbers(kw, expected):
     v = V.judge(rec(**kw))
     assert isinstance(v, Verdict) and list(v.rules) == expected
     assert v.ok == ("ok" in expected)
+    assert v.status == ("ok" if v.ok else "not-evaluable" if expected == ["not-evaluable"] else "fails")
     assert tuple(v.to_dict()) == V.VERDICT_FIELDS
-    assert v.verdict.startswith("succeeds" if v.ok else "fails on the instruction form" if
+    assert v.verdict.startswith("succeeds" if v.ok else "not evaluated on the instruction form" if
+                                v.status == "not-evaluable" else "fails on the instruction form" if
                                 rec(**kw)["form"] == "instruction" else "fails on the declarative form")
     # the typed record and its JSON form give the same verdict
     assert V.judge(Measurement.from_dict(rec(**kw))) == v
+
+
+#: Records on which each rule fires (from the table above), to blank their inputs one at a time.
+_FIRING = [dict(success_after=1.0, success_before=1.0),
+           dict(form="declarative", decl_success_after=0.0, value_predicts=False, rho=0.0),
+           dict(form="declarative", decl_success_after=0.0, value_predicts=True), dict(decl_success_after=0.0),
+           dict(delta=7.9, amplification=11.0, delta_covariance=7.9, delta_identity=0.7),
+           dict(delta=1.0, conflict=0.9, rho_rel=0.05, n_relations=3),
+           dict(delta=1.0, collision_subject="iPhone 11", collision_cosine=0.95)]
+
+
+@pytest.mark.parametrize("kw", _FIRING)
+def test_a_missing_value_never_makes_a_rule_fire_or_a_form_fail(kw):
+    """Blanking any one measured field (None, as in the JSON, or NaN) fires no rule that did not fire with it:
+    a missing value is never read as a failure; a missing success makes the record not evaluable."""
+    base = rec(**kw)
+    before = set(V.fired(base))
+    for field in V.MEASUREMENT_FIELDS:
+        if field == "form":  # which form a record is on is its identity, not a measurement
+            continue
+        for blank in (None, math.nan):
+            if field not in base and blank is not None:
+                continue
+            m = {**base, field: blank}
+            got = set(V.fired(m))
+            if field == "success_after":
+                assert got == {"not-evaluable"}, (field, got)
+                v = V.judge(m)
+                assert not v.ok and v.status == "not-evaluable" and "fails" not in v.verdict
+                continue
+            assert got <= before | {"unexplained"}, (field, blank, got - before)
+
+
+def test_not_evaluated_forms_say_why_and_the_criterion_is_stated():
+    v = V.judge(rec(success_after=None, not_evaluated="relation 'job' has no template pool", n_prompts=0))
+    assert v.verdict == "not evaluated on the instruction form: relation 'job' has no template pool"
+    assert v.rules == ("not-evaluable",) and v.remedies == () and v.remedy_commands == ()
+    assert Verdict.from_dict(v.to_dict()) == v
+    greedy = V.judge(rec(success_after=1.0, criterion="beats-greedy", true_target="Ottawa"))
+    assert greedy.ok and "unedited model's own answer 'Ottawa'" in greedy.verdict and greedy.criterion == "beats-greedy"
+    failing = V.judge(rec(form="declarative", decl_success_after=0.0, value_predicts=True, criterion="prob>0.5"))
+    assert failing.verdict.startswith("fails on the declarative form (P(target) > 0.5 on 0% of its prompts")
+    plain = V.judge(rec(success_after=1.0, criterion="beats-true"))
+    assert plain.verdict == "succeeds on the instruction form (target wins on 100% of its prompts)"
+    assert set(V.CRITERIA) == {"beats-true", "beats-greedy", "prob>0.5"}
+    from geomprobe.evaluate import CRITERIA
+
+    assert set(CRITERIA) == set(V.CRITERIA)
 
 
 def test_the_issue_example_sentence_comes_from_the_numbers():
@@ -217,18 +271,22 @@ def _record(report, label, form, key="verdicts"):
 # The verdict rules of the README, stated again here from the raw numbers (literal thresholds, no call into
 # geomprobe.report.verdict), so a changed rule or threshold in the package shows up as a failing test.
 def expected_rules(m: Measurement) -> set[str]:
-    fails = m.success_after is None or m.success_after < 0.5
+    if m.success_after is None:  # not measured: never a failure
+        return {"not-evaluable"}
+    fails = m.success_after < 0.5
     if not fails:
         return {"ok"} | ({"already-true"} if (m.success_before or 0.0) >= 0.5 else set())
     decl = m.form == "declarative"
     decl_ok = m.decl_success_after is not None and m.decl_success_after >= 0.5
+    decl_fails = m.decl_success_after is not None and m.decl_success_after < 0.5
     out = set()
     if decl:
-        out.add("not-written" if m.value_predicts else "value-not-reached")
-    elif not decl_ok:
-        out.add("decl-failed")
+        if m.value_predicts is not None:
+            out.add("not-written" if m.value_predicts else "value-not-reached")
     else:
-        if m.delta is not None and m.rho is not None:
+        if decl_fails:
+            out.add("decl-failed")
+        if decl_ok and m.delta is not None and m.rho is not None:
             out.add("drift-exceeds-tolerance" if m.delta > m.rho else "not-the-drift")
         if m.editor_rule in ("covariance", "projection", "rank-one") and (m.amplification or 0.0) > 3.0:
             out.add("covariance-amplifies")

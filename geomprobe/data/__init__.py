@@ -5,6 +5,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
+from ..errors import RequestFormatError
 from .forms import Rendered, RelationTemplates, builtin_templates, eval_prompts, render, train_prompts
 from .requests import FORMS, EditRequest, Query, group_by_subject, parse_requests, read_json, save_requests
 
@@ -16,21 +17,40 @@ BUILTIN_REQUESTS = {
 }
 
 
-def load_requests(name_or_path: str, **kwargs: Any) -> list[EditRequest]:
-    """Built-in request sets by name, or a request file (geomprobe JSON, S2RKE, CounterFact, ZsRE, LoCoMo)."""
+def load_requests(name_or_path: str, **options: Any) -> list[EditRequest]:
+    """Built-in request sets by name, or a request file (geomprobe JSON, S2RKE, CounterFact, zsRE, EasyEdit,
+    KnowEdit, LoCoMo).
+
+    ``options`` go to the loader: for a file ``fmt``, ``skipped``, ``skip_unmatched``
+    (:func:`geomprobe.data.loaders.load_requests_file`); for ``"toy"`` those of
+    :func:`geomprobe.toy.world.toy_requests`; the other built-in sets take none. An unknown option is a
+    :class:`RequestFormatError` naming the valid ones.
+    """
     if name_or_path in ("same-subject", "near-duplicates"):
+        _check_options(options, (), name_or_path)
         file = "same_subject.json" if name_or_path == "same-subject" else "near_duplicates.json"
         import json
 
         data = json.loads(resources.files("geomprobe.data").joinpath("builtin", file).read_text("utf-8"))
         return parse_requests(data, source=name_or_path)
     if name_or_path == "toy":
+        import inspect
+
         from ..toy.world import toy_requests
 
-        return toy_requests(**kwargs)
-    from .loaders import load_requests_file
+        _check_options(options, tuple(inspect.signature(toy_requests).parameters), "toy")
+        return toy_requests(**options)
+    from .loaders import FILE_OPTIONS, load_requests_file
 
-    return load_requests_file(name_or_path)
+    _check_options(options, FILE_OPTIONS, name_or_path)
+    return load_requests_file(name_or_path, **options)
+
+
+def _check_options(options: dict[str, Any], valid: tuple[str, ...], what: str) -> None:
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        allowed = ", ".join(valid) if valid else "none"
+        raise RequestFormatError(f"unknown option(s) {', '.join(unknown)} for {what!r}; valid options: {allowed}")
 
 
 __all__ = ["FORMS", "EditRequest", "Query", "Rendered", "RelationTemplates", "BUILTIN_REQUESTS", "builtin_templates",

@@ -7,6 +7,14 @@ Every relation has two template pools (:class:`RelationTemplates`):
 * ``eval_questions`` — held-out natural questions, disjoint from ``train``; the question and the
   instruction forms used for evaluation are rendered from these.
 
+Where pools come from (:attr:`RelationTemplates.origin`): the built-in files (geomprobe's own relations, the toy
+world, CounterFact's 32 P-ids and S2RKE's YAGO ids), the user (:func:`add_templates`, a request file's
+``"templates"``, :func:`load_templates_file` for ``--templates FILE``), and pools resolved for a request list
+(:func:`register_pools`, called by :func:`geomprobe.data.derive.prepare_pools`: rules, or a model's rewrite).
+:func:`find_pool` looks them up in that order (user, built-in, resolved) and never derives anything; zsRE and
+LoCoMo pools are per template (:func:`pool_key`).  :func:`geomprobe.data.derive.pool_for` goes on to the rules
+and a model.
+
 A rendered prompt is a :class:`Rendered` — the final text handed to the tokenizer and the character
 span of the subject in it — so subject positions never depend on tokenisation or padding.
 
@@ -33,9 +41,10 @@ evaluated on.  Declarative forms are plain text in every frame.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import RequestFormatError, SubjectNotFoundError
@@ -100,12 +109,16 @@ class RelationTemplates:
         train: templates for optimisation (HKI leaves); each is ``(form, template)`` with form in
             ``declarative|question|instruction``; question/instruction templates are bare questions.
         eval_questions: held-out natural questions, disjoint from ``train``.
+        origin: where the pool comes from (:data:`ORIGINS`): ``builtin``, ``user`` (registered), ``rule``
+            (:mod:`geomprobe.data.derive`), ``model`` (written by a model, :mod:`geomprobe.data.rewrite`) or
+            ``fallback`` (generic frames around the template).  Not part of equality.
     """
 
     relation: str
     declarative: str
     train: tuple[tuple[str, str], ...]
     eval_questions: tuple[str, ...]
+    origin: str = field(default="user", compare=False)
 
     def __post_init__(self) -> None:
         for form, t in self.train:
@@ -122,29 +135,70 @@ class RelationTemplates:
             )
 
     @classmethod
-    def from_dict(cls, relation: str, d: dict[str, Any]) -> "RelationTemplates":
+    def from_dict(cls, relation: str, d: dict[str, Any], origin: str | None = None) -> "RelationTemplates":
+        o = origin if origin is not None else d.get("origin", "user")
         return cls(
             relation=relation,
             declarative=d["declarative"],
             train=tuple((f, t) for f, t in d["train"]),
             eval_questions=tuple(d["eval_questions"]),
+            origin=o if o in ORIGINS else "user",
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"declarative", "train": [[form, template], ...], "eval_questions": [...], "origin"}`` (what
+        :func:`add_templates` and :func:`load_templates_file` read back)."""
+        return {"declarative": self.declarative, "train": [list(p) for p in self.train],
+                "eval_questions": list(self.eval_questions), "origin": self.origin}
+
+
+#: Where a pool can come from (:attr:`RelationTemplates.origin`).
+ORIGINS: tuple[str, ...] = ("builtin", "user", "rule", "model", "fallback")
+
+#: Built-in pool files: geomprobe's own relations (``relations.json``, cannot be redefined), and pools for the
+#: relation ids of public data sets (CounterFact's P-ids, S2RKE's YAGO ids), which a user's pools may replace.
+CORE_FILE = "relations.json"
+DATASET_FILES: tuple[str, ...] = ("counterfact_relations.json", "yago_relations.json")
+
+#: Relation ids the loaders give to requests whose relation differs from record to record (zsRE, LoCoMo): their
+#: pools are per template, under :func:`pool_key` ``"<relation>::<template>"``.
+PER_TEMPLATE_RELATIONS = frozenset({"zsre", "locomo"})
+
+
+def _read_builtin(name: str) -> dict[str, RelationTemplates]:
+    raw = json.loads(resources.files("geomprobe.data").joinpath("builtin", name).read_text("utf-8"))
+    return {rel: RelationTemplates.from_dict(rel, d, origin="builtin") for rel, d in raw.items()}
 
 
 @lru_cache(maxsize=None)
-def builtin_templates() -> dict[str, RelationTemplates]:
-    """Template pools of the built-in relations (``data/builtin/relations.json``) and of the toy world."""
-    raw = json.loads(resources.files("geomprobe.data").joinpath("builtin/relations.json").read_text("utf-8"))
-    pools = {rel: RelationTemplates.from_dict(rel, d) for rel, d in raw.items()}
-    toy = {rel: RelationTemplates.from_dict(rel, d) for rel, d in TOY_TEMPLATES.items()}
+def _core_templates() -> dict[str, RelationTemplates]:
+    pools = _read_builtin(CORE_FILE)
+    toy = {rel: RelationTemplates.from_dict(rel, d, origin="builtin") for rel, d in TOY_TEMPLATES.items()}
     clash = set(pools) & set(toy)
     if clash:
         raise RequestFormatError(f"relations {sorted(clash)} are defined twice (built-in and toy world); rename one")
     return {**pools, **toy}
 
 
+@lru_cache(maxsize=None)
+def builtin_templates() -> dict[str, RelationTemplates]:
+    """Template pools of the built-in relations (``data/builtin/relations.json``), of the toy world, and of the
+    public data sets' relation ids (``counterfact_relations.json``: CounterFact's 32 P-ids;
+    ``yago_relations.json``: S2RKE's YAGO ids such as ``<hasCapital>``)."""
+    out = dict(_core_templates())
+    for name in DATASET_FILES:
+        pools = _read_builtin(name)
+        clash = set(pools) & set(out)
+        if clash:
+            raise RequestFormatError(f"relations {sorted(clash)} of builtin/{name} are defined twice; rename one")
+        out.update(pools)
+    return out
+
+
 #: Pools registered by the user (a request file's ``"templates"``, :func:`add_templates`), by relation id.
 _USER: dict[str, RelationTemplates] = {}
+#: Pools resolved for requests (rules, a model: :func:`geomprobe.data.derive.prepare_pools`), by :func:`pool_key`.
+_DERIVED: dict[str, RelationTemplates] = {}
 
 
 def add_templates(pools: dict[str, Any], source: str = "templates") -> list[str]:
@@ -161,7 +215,7 @@ def add_templates(pools: dict[str, Any], source: str = "templates") -> list[str]
     if not isinstance(pools, dict):
         raise RequestFormatError(f"{source}: \"templates\" must be an object {{relation: {{declarative, train, "
                                  "eval_questions}}}}")
-    builtin = builtin_templates()
+    builtin = _core_templates()
     parsed = {}
     for rel, d in pools.items():
         if not isinstance(d, dict) or not {"declarative", "train", "eval_questions"} <= set(d):
@@ -186,8 +240,134 @@ def add_templates(pools: dict[str, Any], source: str = "templates") -> list[str]
 
 
 def relation_templates() -> dict[str, RelationTemplates]:
-    """Every known template pool: the built-in relations' and those registered with :func:`add_templates`."""
-    return {**builtin_templates(), **_USER}
+    """Every known template pool: the built-in relations', those resolved by
+    :func:`geomprobe.data.derive.prepare_pools` and those registered with :func:`add_templates` (later ones win)."""
+    return {**builtin_templates(), **_DERIVED, **_USER}
+
+
+# --------------------------------------------------------------------------- one lookup for every relation
+
+
+def pool_key(relation: str, template: str | None = None) -> str:
+    """The key a pool is stored under: the relation id, or ``"<relation>::<template>"`` for the relations whose
+    meaning changes from request to request (:data:`PER_TEMPLATE_RELATIONS`: zsRE, LoCoMo)."""
+    if relation in PER_TEMPLATE_RELATIONS and template:
+        return f"{relation}::{template}"
+    return relation
+
+
+def _aliases(relation: str) -> list[str]:
+    """A YAGO id with or without its angle brackets."""
+    bare = relation.strip("<>")
+    return list(dict.fromkeys([relation, bare, f"<{bare}>"])) if bare else [relation]
+
+
+def find_pool(relation: str, template: str | None = None,
+              templates: dict[str, RelationTemplates] | None = None) -> RelationTemplates | None:
+    """The pool known for ``relation`` (and ``template``), without deriving anything; None when there is none.
+
+    Order: the user's pools (:func:`add_templates`, :func:`load_templates_file`), the built-in pools, then the
+    pools resolved by :func:`geomprobe.data.derive.prepare_pools`.  With ``templates`` given, only that mapping
+    is searched.  :func:`geomprobe.data.derive.pool_for` goes on to rules and a model.
+    """
+    key = pool_key(relation, template)
+    if templates is not None:
+        return templates.get(key) or templates.get(relation)
+    if key in _USER:
+        return _USER[key]
+    if relation in _USER:
+        return _USER[relation]
+    if relation not in PER_TEMPLATE_RELATIONS:
+        builtin = builtin_templates()
+        for alias in _aliases(relation):
+            if alias in builtin:
+                return builtin[alias]
+    return _DERIVED.get(key) or _DERIVED.get(relation)
+
+
+def no_pool_error(relation: str, template: str | None) -> RequestFormatError:
+    """The error for a relation without pool: names ``geomprobe templates`` and the other ways out."""
+    why = (f"and no rule turns its template {template!r} into questions" if template else
+           "and no template was given to derive one from")
+    return RequestFormatError(
+        f"relation {relation!r} has no template pool {why}; run `geomprobe templates --requests FILE --out "
+        "templates.json [--model M]` (a model rewrites what no rule covers), review the file and pass it with "
+        "--templates templates.json, or bring the pools under \"templates\" in the request file")
+
+
+def register_pools(pools: dict[str, RelationTemplates]) -> None:
+    """Make resolved pools (by :func:`pool_key`) visible to every lookup, below the user's and the built-in pools
+    (:func:`geomprobe.data.derive.prepare_pools` calls it)."""
+    _DERIVED.update(pools)
+
+
+def clear_prepared_pools() -> None:
+    """Forget the pools registered by :func:`register_pools` / :func:`geomprobe.data.derive.prepare_pools` (the
+    user's and the built-in pools stay)."""
+    _DERIVED.clear()
+
+
+#: Fixed declarative prefixes (rephrasings that keep the subject position and the completion).
+DECLARATIVE_PREFIXES = ("As everyone knows, ", "In fact, ", "It is well known that ")
+
+
+def declarative_variants(declarative: str) -> list[str]:
+    """The fixed-prefix rephrasings of a declarative template (``"As everyone knows, {} was born in"``)."""
+    first = declarative.split(" ", 1)[0]
+    body = declarative[0].lower() + declarative[1:] if first in ("The", "In", "A", "An", "What", "It") else declarative
+    return [p + body for p in DECLARATIVE_PREFIXES]
+
+
+def _unique(items: Sequence[str], drop: Sequence[str] = ()) -> list[str]:
+    seen = {d.lower() for d in drop}
+    out = []
+    for i in items:
+        if i.lower() not in seen and i.count("{}") == 1:
+            seen.add(i.lower())
+            out.append(i)
+    return out
+
+
+def pool_from_lists(relation: str, template: str, declaratives: Sequence[str], questions: Sequence[str],
+                    instructions: Sequence[str], held_out: Sequence[str], origin: str,
+                    asked: str = "") -> RelationTemplates:
+    """Assemble a pool: the training pool interleaves declarative, question and instruction templates (at most
+    4 / 4 / 3, duplicates dropped), the held-out questions (at most 4) exclude every training template; ``asked``
+    (a question the template itself asks) is held out first and never trained on; the template itself is never a
+    training template (it is the edit prompt already)."""
+    held = _unique([asked, *held_out] if asked else held_out)
+    qs = _unique(questions, drop=(template, *held))[:4]
+    ins = _unique(instructions, drop=(template,))[:3]
+    decl = _unique(declaratives, drop=(template,))[:4]
+    train: list[tuple[str, str]] = []
+    for k in range(4):
+        for form, items in (("declarative", decl), ("question", qs), ("instruction", ins)):
+            if k < len(items):
+                train.append((form, items[k]))
+    in_train = {t for _, t in train}
+    held = [h for h in held if h not in in_train][:4]
+    return RelationTemplates(relation=relation, declarative=template, train=tuple(train),
+                             eval_questions=tuple(held), origin=origin)
+
+
+def load_templates_file(path: str | Path) -> list[str]:
+    """Register the pools of a templates file (``geomprobe templates --out FILE``, reviewed by a person) for
+    ``--templates FILE``: ``{"templates": {relation: {declarative, train, eval_questions}}}`` or that mapping
+    alone, the layout :func:`add_templates` takes.
+
+    Returns:
+        the keys registered.
+    """
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text("utf-8"))
+    except OSError as e:
+        raise RequestFormatError(f"cannot read templates file {p}: {e.strerror or e}; check the path") from None
+    except ValueError as e:
+        raise RequestFormatError(f"templates file {p} is not valid JSON ({e}); fix the file") from None
+    if isinstance(data, dict) and isinstance(data.get("templates"), dict):
+        data = data["templates"]
+    return add_templates(data, source=str(p))
 
 
 def has_chat_template(tokenizer: Any) -> bool:
@@ -265,7 +445,7 @@ def eval_prompts(request: Any, form: str, tokenizer: Any = None,
         own = [q.text for q in request.queries if q.form == form]
         if own:
             return [_render_full(q, request.subject, form, tokenizer) for q in own]
-        pool = (templates if templates is not None else relation_templates()).get(request.relation)
+        pool = find_pool(request.relation, request.prompt, templates)
         if pool is None:
             return []
         return [render(q, request.subject, form, tokenizer) for q in pool.eval_questions]
@@ -284,19 +464,19 @@ def _render_full(text: str, subject: str, form: str, tokenizer: Any) -> Rendered
 
 
 def train_prompts(relation: str, subject: str, tokenizer: Any = None, m: int | None = None,
-                  templates: dict[str, RelationTemplates] | None = None, frame: str = "eval") -> list[Rendered]:
+                  templates: dict[str, RelationTemplates] | None = None, frame: str = "eval",
+                  template: str | None = None) -> list[Rendered]:
     """HKI leaves: the first ``m`` training templates of ``relation`` rendered for ``subject``.
 
     ``frame="eval"`` renders question/instruction leaves in the evaluation's frames (only the question wording is
-    held out); ``frame="held-out"`` in the held-out frames (see the module docstring).
+    held out); ``frame="held-out"`` in the held-out frames (see the module docstring).  ``template`` (the
+    request's prompt) selects per-template pools (zsRE, LoCoMo; see :func:`pool_key`).
     """
     if frame not in FRAMES:
         raise RequestFormatError(f"unknown frame {frame!r}; use one of {', '.join(FRAMES)}")
-    pool = (templates if templates is not None else relation_templates()).get(relation)
+    pool = find_pool(relation, template, templates)
     if pool is None:
-        raise RequestFormatError(
-            f"relation {relation!r} has no template pool; add it to the templates or use an editor without HKI"
-        )
+        raise no_pool_error(relation, template)
     chosen = pool.train if m is None else pool.train[:m]
     return [render(t, subject, f, tokenizer, frame) for f, t in chosen]
 

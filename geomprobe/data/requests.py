@@ -7,8 +7,8 @@ request's own subject must contain the subject literally (checked where keys are
 
 geomprobe's own request file is JSON: either a list of request objects or ``{"requests": [...]}``
 with the field names of :class:`EditRequest`, optionally with ``"templates"``: template pools for relations
-that are not built in (README, "Request files").  Loaders for S2RKE, CounterFact, ZsRE and LoCoMo
-live in :mod:`geomprobe.data.loaders` and produce the same type.
+that are not built in (README, "Request files").  Loaders for S2RKE, CounterFact, zsRE, EasyEdit,
+KnowEdit and LoCoMo live in :mod:`geomprobe.data.loaders` and produce the same type.
 """
 
 from __future__ import annotations
@@ -81,6 +81,8 @@ class EditRequest:
             raise RequestFormatError(
                 f"{where}: prompt {self.prompt!r} must contain exactly one '{{}}' where the subject goes"
             )
+        for name in ("paraphrases", "neighborhood", "queries"):
+            _check_list(getattr(self, name), where, name)
         # tuples keep the dataclass hashable and immutable even when built from lists
         object.__setattr__(self, "paraphrases", tuple(self.paraphrases))
         object.__setattr__(self, "neighborhood", tuple(self.neighborhood))
@@ -100,6 +102,15 @@ class EditRequest:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], where: str = "request") -> "EditRequest":
+        """A request from geomprobe JSON; every error is prefixed with ``where`` (file and record)."""
+        try:
+            return cls._from_dict(d, where)
+        except RequestFormatError as e:
+            message = str(e)
+            raise RequestFormatError(message if message.startswith(where) else f"{where}: {message}") from None
+
+    @classmethod
+    def _from_dict(cls, d: dict[str, Any], where: str) -> "EditRequest":
         if not isinstance(d, dict):
             raise RequestFormatError(f"{where}: expected a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
@@ -112,15 +123,23 @@ class EditRequest:
         if missing:
             raise RequestFormatError(f"{where}: missing field(s) {', '.join(missing)}")
         d = dict(d)
+        for key in ("paraphrases", "neighborhood", "queries"):
+            _check_list(d.get(key, ()), where, key)
         try:
             d["queries"] = tuple(Query(**q) for q in d.get("queries", ()))
         except TypeError as e:
             raise RequestFormatError(f"{where}: malformed query ({e}); fields are text, form, answer") from None
-        for key in ("paraphrases", "neighborhood"):
-            value = d.get(key, ())
-            if isinstance(value, str) or not all(isinstance(p, str) for p in value):
-                raise RequestFormatError(f"{where}: {key!r} must be a list of strings")
         return cls(**d)
+
+
+def _check_list(value: Any, where: str, name: str) -> None:
+    """``value`` must be a list of strings (of :class:`Query` or query objects for ``queries``)."""
+    if value is None:
+        raise RequestFormatError(f"{where}: field {name!r} is null; give a list ([] for none) or leave it out")
+    if isinstance(value, (str, dict)) or not isinstance(value, (list, tuple)):
+        raise RequestFormatError(f"{where}: field {name!r} must be a list, got {type(value).__name__}")
+    if name != "queries" and not all(isinstance(p, str) for p in value):
+        raise RequestFormatError(f"{where}: {name!r} must be a list of strings")
 
 
 def save_requests(requests: Iterable[EditRequest], path: str | Path) -> Path:
@@ -151,11 +170,28 @@ def parse_requests(data: Any, source: str = "requests") -> list[EditRequest]:
         raise RequestFormatError(f"{source}: expected a list of requests or {{\"requests\": [...]}}")
     if not data:
         raise RequestFormatError(f"{source}: holds no requests; add at least one")
-    return [EditRequest.from_dict(d, where=f"{source}[{i}]") for i, d in enumerate(data)]
+    return [EditRequest.from_dict(d, where=record_where(data, source, i)) for i, d in enumerate(data)]
+
+
+class JsonLines(list):
+    """Records of a JSON-lines file; ``lines[i]`` is the file line record ``i`` came from."""
+
+    lines: list[int]
+
+
+def record_where(data: Any, source: str, index: int) -> str:
+    """``"<source> record <index>"``, plus ``" (line N)"`` for records read from a JSON-lines file."""
+    lines = getattr(data, "lines", None)
+    if lines is not None and index < len(lines):
+        return f"{source} record {index} (line {lines[index]})"
+    return f"{source} record {index}"
 
 
 def read_json(path: str | Path) -> Any:
-    """Read a JSON or JSON-lines file with one-line errors for the usual failures."""
+    """Read a JSON or JSON-lines file with one-line errors for the usual failures.
+
+    A ``.jsonl`` file gives a :class:`JsonLines` list that remembers each record's line number.
+    """
     path = Path(path)
     if not path.is_file():
         raise RequestFormatError(f"request file {str(path)!r} does not exist; pass a path to a JSON file")
@@ -163,14 +199,32 @@ def read_json(path: str | Path) -> Any:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:
         raise RequestFormatError(f"cannot read {str(path)!r} ({e.__class__.__name__}); pass a UTF-8 JSON file") from None
+    if path.suffix == ".jsonl":
+        return _read_json_lines(text, path)
     try:
-        if path.suffix == ".jsonl":
-            return [json.loads(line) for line in text.splitlines() if line.strip()]
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise RequestFormatError(
-            f"{str(path)!r} is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg}); fix the file"
-        ) from None
+        raise _json_error(path, e, e.lineno) from None
+
+
+def _read_json_lines(text: str, path: Path) -> JsonLines:
+    records = JsonLines()
+    records.lines = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise _json_error(path, e, n) from None
+        records.lines.append(n)
+    return records
+
+
+def _json_error(path: Path, e: json.JSONDecodeError, line: int) -> RequestFormatError:
+    return RequestFormatError(
+        f"{str(path)!r} is not valid JSON (line {line}, column {e.colno}: {e.msg}); fix the file"
+    )
 
 
 def group_by_subject(requests: Sequence[EditRequest]) -> dict[str, list[EditRequest]]:

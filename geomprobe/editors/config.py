@@ -60,6 +60,9 @@ class ValueConfig:
         weiszfeld_iters: iterations of the geometric-median estimate.
         record_every: record per-relation gradients every this many steps (step 0 always).
         micro_batch: prompt rows per forward/backward (rows are independent, so this bounds memory only).
+        prefix_cache: re-run only the subject's last token on (blocks L+1..) at each step, the prefix's
+            keys/values cached once (:mod:`geomprobe.prefix`); equal to the full forward up to float rounding.
+            ``False`` re-runs blocks L+1.. on every column (``geomprobe bench`` compares the two).
     """
 
     lr: float = 0.5
@@ -76,6 +79,7 @@ class ValueConfig:
     weiszfeld_iters: int = 10
     record_every: int = 5
     micro_batch: int = 32
+    prefix_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.lr <= 0 or self.ref_rms < 0 or self.hki_templates < 1:

@@ -5,9 +5,12 @@ of :class:`~geomprobe.editors.ValueConfig`; values are parsed by the field's typ
 tuple of ints).  Every problem is a one-line :class:`~geomprobe.errors.GeomprobeError` naming the key,
 what was expected and an example; an unknown key names the nearest valid ones.
 
-The same module checks the other CLI inputs that can be checked without a model: ``--layers`` syntax,
-editor names, ``--requests`` (a built-in set or an existing file) and ``--model`` (a built-in name, a local
-directory, or a model hub id that is not an obvious typo of a built-in).
+The same module checks the other CLI inputs that can be checked without a model: ``--layers`` syntax and
+range (:func:`check_layers`, against the layer count in the model's ``config.json``, read without loading
+weights), editor names, ``--requests`` (a built-in set or an existing file), what each editor needs of the
+requests (:func:`check_requests_for`: HKI's template pools) and ``--model`` (a built-in name, a local directory,
+or a model hub id ``org/name`` that is cached or whose hub can be reached — never minutes of hub retries).
+Every error is one line and names the nearest valid choice.
 """
 
 from __future__ import annotations
@@ -324,9 +327,46 @@ def _in_hub_cache(repo_id: str) -> bool:
         return False
 
 
+_PROXY_ENV = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HTTP_PROXY", "http_proxy")
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether a TCP connection to the model hub (``HF_ENDPOINT``, default huggingface.co) opens within
+    ``timeout`` seconds (name resolution included).  Behind a proxy the hub is assumed reachable."""
+    import socket
+    import threading
+    import urllib.parse
+
+    if any(os.environ.get(n) for n in _PROXY_ENV):
+        return True
+    url = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout + 0.5)  # name resolution ignores the socket timeout: bound it here
+    return bool(result and result[0])
+
+
+def _nearest_builtin(name: str) -> str:
+    from ..models.builtin import BUILTIN
+
+    near = difflib.get_close_matches(name.lower(), list(BUILTIN), n=1, cutoff=0.0)
+    return near[0] if near else next(iter(BUILTIN))
+
+
 def check_model(name: str) -> str:
     """A built-in name, a local directory, or a model hub id; fails at once (no hub retries) on an obvious typo
-    of a built-in name, a path that is not a directory, or an uncached id while ``HF_HUB_OFFLINE`` is set."""
+    of a built-in name, a path that is not a directory, a name that is not a hub id (``org/name``) and not in the
+    hub cache, or an uncached hub id while ``HF_HUB_OFFLINE`` is set or the hub cannot be reached."""
     from ..models.builtin import BUILTIN
 
     builtin = ", ".join(BUILTIN)
@@ -342,12 +382,126 @@ def check_model(name: str) -> str:
     if near:
         raise ModelLoadError(f"unknown model {name!r}; did you mean {near[0]}? (built-in: {builtin}; or a model "
                              "directory or model hub id)")
-    if _truthy_env("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") and not _in_hub_cache(name):
-        nearest = difflib.get_close_matches(name.lower(), list(BUILTIN), n=1, cutoff=0.0)
+    if _in_hub_cache(name):
+        return name
+    nearest = _nearest_builtin(name)
+    if "/" not in name.strip("/"):
+        raise ModelLoadError(f"unknown model {name!r}: not a built-in model, not a local directory and not a model "
+                             f"hub id (those read org/name, e.g. HuggingFaceTB/SmolLM2-135M-Instruct); nearest "
+                             f"built-in: {nearest} (built-in: {builtin})")
+    if _truthy_env("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
         raise ModelLoadError(f"model {name!r} is not built-in, not a local directory and not in the model hub cache "
-                             f"(HF_HUB_OFFLINE is set); nearest built-in: {nearest[0] if nearest else builtin}")
+                             f"(HF_HUB_OFFLINE is set); nearest built-in: {nearest}")
+    if not _hub_reachable():
+        raise ModelLoadError(f"model {name!r} is not built-in, not a local directory and not in the model hub cache, "
+                             "and the model hub cannot be reached from here; nearest built-in: "
+                             f"{nearest} (or pass a local model directory)")
     return name
 
 
-__all__ = ["CHOICES", "Option", "check_editors", "check_model", "check_overrides", "check_requests",
-           "describe_editor", "editor_options", "parse_layers", "parse_overrides", "parse_value", "suggest"]
+#: Layer counts of built-in models whose config.json is not in the package (SmolLM2 is prepared on first use).
+_BUILTIN_LAYERS = {"smollm2-135m": 30}
+
+
+def _layers_in_config(cfg: dict) -> int | None:
+    for src in (cfg, cfg.get("text_config") or {}):
+        for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+            if isinstance(src.get(key), int):
+                return int(src[key])
+    return None
+
+
+def model_layer_count(name: str) -> int | None:
+    """The model's number of decoder layers, from its ``config.json`` without loading weights: built-in models,
+    local directories, and hub ids already in the hub cache; None when it cannot be known without the hub."""
+    import json
+
+    from ..models.builtin import BUILTIN, TOY_DIR
+
+    if name in _BUILTIN_LAYERS:
+        return _BUILTIN_LAYERS[name]
+    if name in BUILTIN:
+        path: Path | None = TOY_DIR / name / "config.json"
+    else:
+        p = Path(name).expanduser()
+        path = p / "config.json" if p.is_dir() else None
+        if path is None and not name.startswith(("/", ".", "~")):
+            try:
+                from huggingface_hub import try_to_load_from_cache
+
+                hit = try_to_load_from_cache(name, "config.json")
+                path = Path(hit) if isinstance(hit, str) else None
+            except Exception:  # noqa: BLE001 - an invalid repo id, or no huggingface_hub: unknown
+                path = None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return _layers_in_config(json.loads(path.read_text("utf-8")))
+    except (OSError, ValueError):
+        return None
+
+
+def check_layers(layers: Sequence[int] | None, n_layers: int | None, model: str = "the model",
+                 flag: str = "--layers") -> None:
+    """Every edit layer inside ``0..n_layers-1`` (nothing to check when either is None); the error names the
+    nearest valid layers."""
+    if not layers or n_layers is None:
+        return
+    bad = [int(l) for l in layers if not 0 <= int(l) < n_layers]
+    if not bad:
+        return
+    fixed = sorted({min(max(int(l), 0), n_layers - 1) for l in layers})
+    sep = "" if flag.endswith("=") else " "
+    raise GeomprobeError(f"{flag}{sep}{layers_text(list(layers))}: {model} has {n_layers} layers (0..{n_layers - 1}); "
+                         f"layer {bad[0]} does not exist; did you mean {flag}{sep}{layers_text(fixed)}?")
+
+
+def layers_text(layers: Sequence[int]) -> str:
+    """``a-b`` for a contiguous run of layers, else ``a,b,c``."""
+    ls = [int(x) for x in layers]
+    if len(ls) > 1 and ls == list(range(ls[0], ls[-1] + 1)):
+        return f"{ls[0]}-{ls[-1]}"
+    return ",".join(str(x) for x in ls)
+
+
+def hki_relations_without_pool(requests: Sequence[Any]) -> list[str]:
+    """Relations of ``requests`` that have no template pool (HKI's training templates)."""
+    from ..data.forms import relation_templates
+
+    pools = relation_templates()
+    return list(dict.fromkeys(r.relation for r in requests if pools.get(r.relation) is None
+                              or not pools[r.relation].train))
+
+
+def check_requests_for(editor_name: str, requests: Sequence[Any]) -> None:
+    """What editor ``editor_name`` needs of ``requests``, checked before any model loads or any editor computes:
+    HKI editors (``rose``, ``rose-no-iga``, and ``revive`` of them) optimise on the relation's training templates,
+    so every relation of the requests needs a template pool.  One-line error naming the request, the editors
+    that would run and the nearest relation that has a pool."""
+    from ..data.forms import relation_templates
+    from .config import EDITORS, parse_editor_name
+
+    base, _, _ = parse_editor_name(editor_name)
+    mode, _ = EDITORS[base]
+    if mode != "hki" or not requests:
+        return
+    missing = hki_relations_without_pool(requests)
+    if not missing:
+        return
+    rel = missing[0]
+    req = next(r for r in requests if r.relation == rel)
+    known = [k for k, v in relation_templates().items() if v.train]
+    near = difflib.get_close_matches(rel, known, n=1, cutoff=0.5)
+    others = [e for e, (m, _) in EDITORS.items() if m != "hki"]
+    more = f" (and {len(missing) - 1} more relation(s): {', '.join(map(repr, missing[1:3]))})" if len(missing) > 1 \
+        else ""
+    raise RequestFormatError(
+        f"editor {editor_name} needs a template pool (HKI's training templates) for every relation, but relation "
+        f"{rel!r} of {req.subject} · {rel} has none{more}" + (f"; did you mean relation {near[0]!r}?" if near else "")
+        + f"; add \"templates\" for it to the request file (README, Request files) or use an editor without HKI: "
+        f"{', '.join(others)}")
+
+
+__all__ = ["CHOICES", "Option", "check_editors", "check_layers", "check_model", "check_overrides", "check_requests",
+           "check_requests_for", "describe_editor", "editor_options", "hki_relations_without_pool",
+           "model_layer_count", "parse_layers", "parse_overrides", "parse_value", "suggest"]

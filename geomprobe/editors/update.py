@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -29,7 +29,8 @@ class EditUpdate:
         columns: name of each column (case_id or subject).
         requests: the requests edited.
         hparams: hyperparameters (plain data).
-        value: the :class:`~geomprobe.editors.value.ValueResult` (loss curve, relation gradients).
+        value: the :class:`~geomprobe.editors.value.ValueResult` (loss curve, relation gradients); None for an
+            update imported with :meth:`from_weights` (no value optimisation ran).
         seconds: wall time of ``compute``; peak_memory_mb: peak memory during it (CUDA allocator, or
             the process's peak RSS growth on CPU).
         model: the LM identity it was computed for (applying it to another model is refused).
@@ -89,8 +90,53 @@ class EditUpdate:
 
     def editor_config(self) -> EditorConfig:
         """The :class:`EditorConfig` the update was computed with, rebuilt from :attr:`hparams`
-        (the value settings included; fields missing from ``hparams`` take their defaults)."""
-        return EditorConfig.from_dict({k: v for k, v in self.hparams.items() if k in EditorConfig.__dataclass_fields__})
+        (the value settings included; fields missing from ``hparams`` take their defaults, ``layers`` the
+        update's own — an imported update's hparams hold no editor settings)."""
+        known = {k: v for k, v in self.hparams.items() if k in EditorConfig.__dataclass_fields__}
+        return EditorConfig.from_dict({"layers": list(self.layers), **known})
+
+    @classmethod
+    def from_weights(cls, lm: LM, edited: Any, requests: Sequence[EditRequest], name: str = "imported", *,
+                     key_weighting: str = "bare", config: EditorConfig | None = None) -> "EditUpdate":
+        """An update for an edit made elsewhere (:mod:`geomprobe.editors.imported` has the details).
+
+        Args:
+            lm: the *unedited* model the edit was made on; its weights are bit-identical afterwards.
+            edited: a state dict of edited weights (full, or only the MLP output projections), a ``{layer: ΔW}``
+                mapping, or the path of a saved model directory or a ``.safetensors`` / ``.pt`` / ``.bin`` file.
+            requests: the requests the edit wrote; one column each (its ``case_id``).
+            name: the update's ``editor`` name.
+            key_weighting: ``"bare"`` (default: the bare edit prompt's key), ``"memit"`` or ``"flat"`` (with the
+                context prefixes of ``config``'s value settings, default the model's preset).
+
+        Returns:
+            the changed layers, ΔW per layer (float32, out×in), keys K_l read on the edited model (what MEMIT
+            reads solving layer l after the layers below), ``h`` / ``z`` the unedited / edited residual after the
+            last changed layer, ``R_l = ΔW_l K_l``; ``value`` None, ``hparams["source"] == "imported"``.
+
+        Raises:
+            GeomprobeError: another architecture or shape, NaN/Inf, nothing changed, or changed parameters other
+                than the MLP output projection weights (one line naming them).
+        """
+        from .imported import check_requests, column_names, read_columns, read_edit, value_config
+
+        requests = check_requests(requests, key_weighting)
+        edit = read_edit(lm, edited)
+        vcfg = value_config(lm, key_weighting, config)
+        last = edit.layers[-1]
+        # the unedited residual first: context prefixes (memit/flat) are generated on the unedited model
+        _, h = read_columns(lm, requests, [last], key_weighting, vcfg)
+        with restoring(lm, edit.layers):  # the edited weights themselves, restored bit-exactly on exit
+            with torch.no_grad():
+                for layer in edit.layers:
+                    lm.weight(layer).copy_(edit.weights[layer])
+            # K_l depends only on the layers below l: on the edited model it is what MEMIT reads solving layer l
+            keys, z = read_columns(lm, requests, edit.layers, key_weighting, vcfg)
+        resids = {layer: (edit.deltas[layer].cpu() @ keys[layer]).contiguous() for layer in edit.layers}
+        return cls(editor=name, layers=edit.layers, deltas=dict(edit.deltas), keys=keys, resids=resids, z=z, h=h,
+                   columns=column_names(requests), requests=tuple(requests), hparams=edit.hparams(key_weighting),
+                   value=None, seconds=0.0, peak_memory_mb=0.0, model=dict(lm.identity),
+                   dtype=str(lm.dtype).replace("torch.", ""))
 
     def check_model(self, lm: LM) -> None:
         if self.model and self.model.get("config_sha") != lm.identity.get("config_sha"):

@@ -31,7 +31,9 @@ residual norms differ 100× (toy norms are 100–900).  ``δ`` is therefore para
 step relative to ``‖h‖`` on every other model.  ``ref_rms = 0`` optimises ``δ`` directly.
 
 The residual after block L does not depend on δ, so it is computed once and every optimisation step
-resumes the forward from block L+1 (:func:`geomprobe.hooks.resume_from`).
+resumes the forward from block L+1 (:func:`geomprobe.hooks.resume_from`); nor do the columns before the
+subject's last token, so their keys/values are cached once and each step runs blocks L+1.. on the columns
+from the subject's last token on only (:mod:`geomprobe.prefix`, ``ValueConfig.prefix_cache``).
 
 One backward per step yields every per-prompt gradient: each row of the batch gets its own copy of its
 ``δ`` as a leaf, and rows do not interact, so ``rows.grad[i]`` is exactly the gradient of prompt ``i``'s loss.
@@ -42,10 +44,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, replace
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
+from .. import prefix
 from ..data.forms import Rendered, render, train_prompts
 from ..data.requests import EditRequest
 from ..errors import GeomprobeError, NumericalError
@@ -147,7 +150,7 @@ def _build_rows(lm: LM, requests: Sequence[EditRequest], groups: list[list[int]]
             if mode == "hki":  # leaves 1..M-1: the relation's training templates (declarative, question, instruction)
                 frame = {} if cfg.hki_frame == "eval" else {"frame": cfg.hki_frame}
                 leaves += [[p] for p in train_prompts(r.relation, r.subject, lm.tokenizer,
-                                                      m=cfg.hki_templates - 1, **frame)]
+                                                      m=cfg.hki_templates - 1, template=r.prompt, **frame)]
             for t, variants in enumerate(leaves):
                 for j, p in enumerate(variants):
                     prompts.append(p)
@@ -177,22 +180,60 @@ def _take(batch: Batch, idx: torch.Tensor, width: int) -> Batch:
                  batch.subject_last[i] - off, batch.last[i] - off, batch.offsets[idx.to(batch.offsets.device), off:])
 
 
-def _rows_loss_and_grad(lm: LM, layer: int, hidden: torch.Tensor, subj: torch.Tensor, row_delta: torch.Tensor,
-                        batch: Batch, labels: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row NLL (rows,) and its gradient w.r.t. each row's δ (rows, d), resuming from block L+1."""
+def _nll_and_grad(logits_of, row_delta: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row NLL (rows,) and its gradient w.r.t. each row's δ (rows, d); ``logits_of(δ rows)`` runs the
+    perturbed forward and returns the scored columns' logits (rows, k, vocab) for ``labels`` (rows, k)."""
     row_delta = row_delta.clone().requires_grad_(True)
-    rows = torch.arange(len(hidden), device=hidden.device)
-    bump = torch.zeros(hidden.shape, device=hidden.device, dtype=row_delta.dtype).index_put(
-        (rows, subj), row_delta.to(hidden.device))
-    seq = hidden.shape[1]
-    with resume_from(lm, layer + 1, hidden + bump.to(hidden.dtype)), head_only_at(lm, torch.arange(seq - keep, seq)):
-        logits = lm.forward(batch)
+    logits = logits_of(row_delta)
     lab = labels.to(logits.device)
     mask = lab != -100
-    tok_lp = token_logprobs(logits, lab)
-    nll = -(tok_lp.sum(-1) / mask.sum(-1).clamp(min=1))
+    nll = -(token_logprobs(logits, lab).sum(-1) / mask.sum(-1).clamp(min=1))
     (grad,) = torch.autograd.grad(nll.sum(), row_delta)
     return nll.detach().to(row_delta.device), grad.float()
+
+
+def _full_logits(lm: LM, layer: int, hidden: torch.Tensor, subj: torch.Tensor, batch: Batch, keep: int):
+    """The forward without prefix caching: blocks L+1.. on every column, the head on the last ``keep``."""
+    def logits_of(row_delta: torch.Tensor) -> torch.Tensor:
+        rows = torch.arange(len(hidden), device=hidden.device)
+        bump = torch.zeros(hidden.shape, device=hidden.device, dtype=row_delta.dtype).index_put(
+            (rows, subj), row_delta.to(hidden.device))
+        seq = hidden.shape[1]
+        with resume_from(lm, layer + 1, hidden + bump.to(hidden.dtype)), \
+                head_only_at(lm, torch.arange(seq - keep, seq)):
+            return lm.forward(batch)
+    return logits_of
+
+
+def _chunk_runners(lm: LM, layer: int, tb: TargetBatch, hidden: torch.Tensor, labels: torch.Tensor, keep: int,
+                   cfg: ValueConfig, device: torch.device) -> list[tuple[torch.Tensor, Any, torch.Tensor]]:
+    """Micro-batches of rows, each ``(row indices on device, logits_of(δ rows), labels (rows, k))``.
+
+    With ``cfg.prefix_cache`` rows are grouped by suffix length (columns from the subject's last token on) and
+    each chunk caches its prefix (:mod:`geomprobe.prefix`); otherwise by total length, and each step re-runs
+    blocks L+1.. on every column.  Rows are left-padded and independent, so either chunking is exact.
+    """
+    batch = tb.batch
+    lengths = batch.attention_mask.sum(1).cpu()
+    if cfg.prefix_cache:
+        groups = prefix.suffix_chunks(batch, batch.subject_last, cfg.micro_batch)
+    else:
+        groups = [idx for idx, _ in _chunks(batch.attention_mask, cfg.micro_batch, keep)]
+    out = []
+    for idx in groups:
+        width = max(int(lengths[idx].max()), keep)
+        part, off = _take(batch, idx, width), hidden.shape[1] - width
+        part_hidden = hidden[idx.to(hidden.device), off:]
+        if cfg.prefix_cache:
+            sfx = prefix.prepare(lm, part, layer, part.subject_last, hidden=part_hidden)
+            k = min(keep, sfx.width)  # every scored column lies at or after the subject's last token
+            head = torch.arange(sfx.width - k, sfx.width).expand(len(idx), -1)
+            run = (lambda s, hd: lambda d: prefix.run(lm, s, add=d, head=hd))(sfx, head)
+        else:
+            k = keep
+            run = _full_logits(lm, layer, part_hidden, part.subject_last.to(hidden.device), part, keep)
+        out.append((idx.to(device), run, labels[idx.to(device)][:, labels.shape[1] - k:]))
+    return out
 
 
 def geometric_median(points: torch.Tensor, iters: int = 10, eps: float = 1e-8) -> torch.Tensor:
@@ -286,12 +327,7 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
     opt = torch.optim.Adam([u], lr=cfg.lr)
     keep = int(tb.n_target.max()) + 1  # label positions are the last n_target + 1 positions, minus the final one
     labels = tb.labels[:, -keep:].to(device)
-    chunks = []  # per micro-batch, built once: row indices (on `device`), its batch, hidden states and labels
-    for idx, width in _chunks(tb.batch.attention_mask, cfg.micro_batch, keep):
-        part, off = _take(tb.batch, idx, width), hidden.shape[1] - width
-        i = idx.to(hidden.device)
-        chunks.append((idx.to(device), part, hidden[i, off:], part.subject_last.to(hidden.device),
-                       labels[idx.to(device)]))
+    chunks = _chunk_runners(lm, layer, tb, hidden, labels, keep, cfg, device)  # built once
     leaves: dict[tuple[int, str, int], list[int]] = {}
     for i, key in enumerate(rows.leaf):
         leaves.setdefault(key, []).append(i)
@@ -307,8 +343,8 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
         row_delta = delta.detach()[group]
         nll_rows = torch.empty(len(row_delta), device=device)
         row_grads = torch.empty(len(row_delta), lm.d_model, device=device)
-        for idx, part, part_hidden, part_subj, part_labels in chunks:  # rows are independent: chunking is exact
-            nll, grad = _rows_loss_and_grad(lm, layer, part_hidden, part_subj, row_delta[idx], part, part_labels, keep)
+        for idx, logits_of, part_labels in chunks:  # rows are independent: chunking is exact
+            nll, grad = _nll_and_grad(logits_of, row_delta[idx], part_labels)
             nll_rows[idx] = nll.to(device)
             row_grads[idx] = grad.to(device)
         if not torch.isfinite(nll_rows).all():

@@ -1,7 +1,8 @@
 """Load a causal LM with its tokenizer and ArchSpec, validated by one probe forward.
 
 ``load_model`` accepts a built-in name (``toy-gpt2``, ``toy-llama``, ``smollm2-135m``), a local
-directory or a HuggingFace id (only where a hub or a local HF cache is reachable).
+directory or a HuggingFace id ``org/name`` (only where a hub or a local HF cache is reachable); other names fail at
+once with the nearest built-in (:func:`geomprobe.editors.options.check_model`), never after minutes of hub retries.
 """
 
 from __future__ import annotations
@@ -155,6 +156,10 @@ def load_model(name_or_path: str, dtype: Any = None, device: Any = None, device_
 
     hf_logging.disable_progress_bar()
 
+    if str(name_or_path) not in BUILTIN and not Path(str(name_or_path)).expanduser().is_dir():
+        from ..editors.options import check_model
+
+        check_model(str(name_or_path))  # a typo or an unreachable hub fails here, not after minutes of retries
     path, source = resolve_builtin(name_or_path)
     torch_dtype = _dtype(dtype)
     kwargs: dict[str, Any] = {}

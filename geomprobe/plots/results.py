@@ -33,6 +33,21 @@ def fmt(x: float, digits: int = 1) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
 
+def has_intervals(df: pd.DataFrame) -> bool:
+    """Whether a score table carries bootstrap intervals (``low``/``high`` with a finite value somewhere)."""
+    return {"low", "high"} <= set(df.columns) and bool(np.isfinite(pd.to_numeric(df["low"], errors="coerce")).any())
+
+
+def fmt_cell(value: float, low: float = np.nan, high: float = np.nan, digits: int = 1, signed: bool = False) -> str:
+    """``"43.8 [25.0, 62.5]"`` (``"43.8"`` without a finite interval, ``"n/a"`` without a value)."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    f = (lambda x: f"{x:+.{digits}f}") if signed else (lambda x: f"{x:.{digits}f}")
+    if low is not None and high is not None and np.isfinite(low) and np.isfinite(high):
+        return f"{f(value)} [{f(low)}, {f(high)}]"
+    return f(value)
+
+
 def results_markdown(df: pd.DataFrame, title: str = "Main results",
                      paper: pd.DataFrame | None = None, notes: Sequence[str] = (),
                      headline: str = HEADLINE_PROTOCOL) -> str:
@@ -40,7 +55,10 @@ def results_markdown(df: pd.DataFrame, title: str = "Main results",
 
     Protocols in the order :data:`PROTOCOL_ORDER` (``prob``, ``token_acc``, ``gen``); the line under the title
     names the headline protocol (``headline``, by default ``gen``: generating the target, as the paper counts
-    success) and says so when the table lacks it.
+    success) and says so when the table lacks it.  With interval columns (``low``, ``high``) each cell reads
+    ``estimate [low, high]`` (95% bootstrap interval resampling subjects) and the ``n`` / ``subjects`` columns
+    give what it rests on; with :data:`~geomprobe.tables.DIFF_COLUMNS` a last column gives the paired
+    efficacy difference to the ``versus`` editor.  An older table without them shows the bare estimates.
     """
     from ..evaluate import to_markdown
 
@@ -53,6 +71,19 @@ def results_markdown(df: pd.DataFrame, title: str = "Main results",
     else:
         lines += [f"**Headline protocol `{headline}` is missing from this table** (re-run the evaluation to add it); "
                   f"shown: {others or 'nothing'}.", ""]
+    intervals = has_intervals(df)
+    diffs = "diff" in df.columns and bool(np.isfinite(pd.to_numeric(df["diff"], errors="coerce")).any())
+    versus = str(df["versus"].dropna().iloc[0]) if diffs and "versus" in df and df["versus"].notna().any() else None
+    if intervals:
+        lines += ["Cells: score in percent [95% bootstrap interval, resampling subjects: requests of one subject are "
+                  "not independent]; `n` = requests, `subjects` = distinct subjects among them (per efficacy)."
+                  + (f"  `Δ efficacy vs {versus}`: the paired difference on the same requests (percentage points, "
+                     "subjects resampled once for both editors)." if versus else ""), ""]
+    elif "low" in df.columns:
+        lines += ["No intervals: every score rests on a single subject (nothing to resample); `n` = requests.", ""]
+    else:
+        lines += ["No intervals: this CSV predates them (re-run the analysis to add the subject-bootstrap 95% "
+                  "intervals); `n` = requests.", ""]
     lines += [*notes, ""] if notes else []
     protocols = [p for p in PROTOCOL_ORDER if p in present]
     protocols += sorted(set(df["protocol"]) - set(protocols))
@@ -62,14 +93,32 @@ def results_markdown(df: pd.DataFrame, title: str = "Main results",
             d = df[(df["protocol"] == proto) & (df["form"] == form)]
             if d.empty:
                 continue
-            t = d.pivot_table(index="editor", columns="metric", values="value", aggfunc="first", dropna=False)
-            t = t.reindex(index=[e for e in editors if e in t.index], columns=list(METRICS))
-            n = d[d["metric"] == "efficacy"].set_index("editor")["n_requests"]
-            t["n"] = [int(n.get(e, 0)) for e in t.index]
-            t = t.reset_index()
-            t["n"] = t["n"].astype(int)
+            eds = [e for e in editors if e in set(d["editor"])]
+            recs = []
+            for e in eds:
+                rec: dict = {"editor": e}
+                for m in METRICS:
+                    r = d[(d["editor"] == e) & (d["metric"] == m)]
+                    if r.empty:
+                        rec[m] = "–"
+                        continue
+                    r = r.iloc[0]
+                    # without intervals the bare number stays numeric (right-aligned, as before them)
+                    rec[m] = (fmt_cell(float(r["value"]), float(r.get("low", np.nan)), float(r.get("high", np.nan)))
+                              if intervals else float(r["value"]))
+                eff = d[(d["editor"] == e) & (d["metric"] == "efficacy")]
+                rec["n"] = int(eff["n_requests"].iloc[0]) if len(eff) else 0
+                if "n_subjects" in d.columns:
+                    ns = pd.to_numeric(eff["n_subjects"], errors="coerce") if len(eff) else pd.Series([], dtype=float)
+                    rec["subjects"] = int(ns.iloc[0]) if len(ns) and np.isfinite(ns.iloc[0]) else "–"
+                if versus and intervals:
+                    rec[f"Δ efficacy vs {versus}"] = ("–" if e == versus or eff.empty else
+                                                      fmt_cell(float(eff["diff"].iloc[0]),
+                                                               float(eff["diff_low"].iloc[0]),
+                                                               float(eff["diff_high"].iloc[0]), signed=True))
+                recs.append(rec)
             lines += [f"## {form} queries — `{proto}` ({PROTOCOL_LABEL.get(proto, proto)})", "",
-                      to_markdown(t), ""]
+                      to_markdown(pd.DataFrame(recs)), ""]
     if paper is not None and not paper.empty:
         lines += ["## Paper reference (RoSE Tab. 1, Qwen2.5-7B-Instruct, instruction queries)", "",
                   to_markdown(paper), ""]
@@ -79,11 +128,14 @@ def results_markdown(df: pd.DataFrame, title: str = "Main results",
 # --------------------------------------------------------------------------- plots
 
 
-def _bar_labels(ax, bars, values, fontsize: float = 5.5) -> None:
-    """Value labels above bars (``n/a`` for missing values) so zero-height bars stay readable."""
-    for b, v in zip(bars, values):
+def _bar_labels(ax, bars, values, fontsize: float = 5.5, tops=None) -> None:
+    """Value labels above bars (``n/a`` for missing values) so zero-height bars stay readable; ``tops`` (e.g. the
+    upper interval bounds) lifts each label above its error bar."""
+    for k, (b, v) in enumerate(zip(bars, values)):
         txt = "n/a" if not np.isfinite(v) else f"{v:.0f}"
         y = 0.0 if not np.isfinite(v) else v
+        if tops is not None and np.isfinite(tops[k]):
+            y = max(y, float(tops[k]))
         ax.text(b.get_x() + b.get_width() / 2, y + 1.0, txt, ha="center", va="bottom", fontsize=fontsize,
                 rotation=90 if len(bars) > 10 else 0, color="#333333")
 
@@ -93,7 +145,9 @@ def plot_metric_bars(df: pd.DataFrame, metrics: Sequence[str] = METRICS, editors
                      labels: bool = True, legend_cols: int | None = None):
     """Grouped bars: one group per metric, one bar per editor (editor colours), values in percent.
 
-    ``df`` holds ``editor, metric, value`` for one form and protocol (extra rows are ignored).
+    ``df`` holds ``editor, metric, value`` for one form and protocol (extra rows are ignored).  With ``low`` /
+    ``high`` columns (:func:`geomprobe.tables.form_scores`) each bar gets its 95% subject-bootstrap interval as
+    an error bar and a footnote says so, with the number of requests and subjects; without them, bare bars.
     """
     setup()
     editors = list(editors) if editors is not None else list(dict.fromkeys(df["editor"]))
@@ -102,9 +156,14 @@ def plot_metric_bars(df: pd.DataFrame, metrics: Sequence[str] = METRICS, editors
     n = max(len(editors), 1)
     width = 0.84 / n
     x = np.arange(len(metrics))
+    intervals = has_intervals(df)
+
+    def col(ed: str, c: str) -> np.ndarray:
+        got = [df.loc[(df["editor"] == ed) & (df["metric"] == m), c] for m in metrics]
+        return np.array([float(v.iloc[0]) if len(v) else np.nan for v in got], dtype=float)
+
     for i, ed in enumerate(editors):
-        vals = [df.loc[(df["editor"] == ed) & (df["metric"] == m), "value"] for m in metrics]
-        vals = np.array([float(v.iloc[0]) if len(v) else np.nan for v in vals], dtype=float)
+        vals = col(ed, "value")
         pos = x - 0.42 + width * (i + 0.5)
         bars = ax.bar(pos, np.nan_to_num(vals), width * 0.92, color=editor_color(ed), label=ed,
                       edgecolor="#333333" if ed == "unedited" else "none", linewidth=0.4,
@@ -112,18 +171,45 @@ def plot_metric_bars(df: pd.DataFrame, metrics: Sequence[str] = METRICS, editors
         if ed == "unedited":
             for b in bars:
                 b.set_facecolor("white")
+        tops = None
+        if intervals:
+            lo, hi = col(ed, "low"), col(ed, "high")
+            ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(vals)
+            if ok.any():
+                ax.errorbar(pos[ok], vals[ok], yerr=[np.clip(vals[ok] - lo[ok], 0, None),
+                                                     np.clip(hi[ok] - vals[ok], 0, None)],
+                            fmt="none", ecolor="#222222", elinewidth=0.6, capsize=1.2, capthick=0.6)
+            tops = hi
         if labels:
-            _bar_labels(ax, bars, vals)
+            _bar_labels(ax, bars, vals, tops=tops)
     ax.set_xticks(x, metrics)
     ax.set_ylim(0, 115 if labels else 105)
     ax.set_yticks([0, 25, 50, 75, 100])
     ax.set_ylabel(ylabel)
     ax.axhline(0, color="#333333", lw=0.6)
-    ax.legend(frameon=False, ncol=legend_cols or min(n, 4), loc="upper center", bbox_to_anchor=(0.5, -0.1),
-              fontsize=6.5, handlelength=1.2, columnspacing=1.0)
+    note = None
+    if intervals:
+        d = df[df["metric"].isin(metrics) & df["editor"].isin(editors)]
+        note = f"whiskers: 95% bootstrap interval resampling subjects ({counts(d)})"
+    leg = ax.legend(frameon=False, ncol=legend_cols or min(n, 4), loc="upper center", bbox_to_anchor=(0.5, -0.1),
+                    fontsize=6.5, handlelength=1.2, columnspacing=1.0, title=note, title_fontsize=5.5)
+    if note:
+        leg.get_title().set_color("#555555")
     if title:
         ax.set_title(wrap(title, figsize[0]))
     return fig
+
+
+def counts(d: pd.DataFrame) -> str:
+    """``"n = 16 requests, 4 subjects"`` (ranges when rows differ) from ``n_requests`` / ``n_subjects``."""
+    def span(c: str) -> str:
+        v = pd.to_numeric(d[c], errors="coerce").dropna().astype(int) if c in d else pd.Series([], dtype=int)
+        v = v[v > 0]
+        if v.empty:
+            return "?"
+        return str(v.min()) if v.min() == v.max() else f"{v.min()}–{v.max()}"
+
+    return f"n = {span('n_requests')} requests, {span('n_subjects')} subjects"
 
 
 def wrap(title: str, width_in: float) -> str:
@@ -265,5 +351,5 @@ def plot_sequential(df: pd.DataFrame, metrics: Sequence[str] = METRICS, form: st
     return fig
 
 
-__all__ = ["PROTOCOL_LABEL", "fmt", "plot_metric_bars", "plot_overhead", "plot_sequential", "plot_similar_subjects",
+__all__ = ["PROTOCOL_LABEL", "counts", "fmt", "fmt_cell", "has_intervals", "plot_metric_bars", "plot_overhead", "plot_sequential", "plot_similar_subjects",
            "results_markdown", "wrap", "HEADLINE_PROTOCOL", "PROTOCOL_ORDER"]

@@ -28,9 +28,9 @@ radius), so they measure the same function ``success(r)``:
 
 * ``method="reference"`` — the paper's procedure: ``r = step, 2·step, …`` while ``success(r) ≥ success``,
   every trial a separate full forward pass.
-* ``method="fast"`` (default) — the prompt's residual at ``L`` is computed once; the trials of one or two
-  radii run as one batch resumed from block ``L+1`` (:func:`geomprobe.hooks.resume_from`), with the LM
-  head only at the target positions.  The search stays on the reference's grid ``k·step`` and keeps a
+* ``method="fast"`` (default) — the prompt's residual at ``L`` and its prefix's keys/values are computed
+  once; the trials of one or two radii run as one batch resumed from block ``L+1`` on the columns from the
+  subject's last token on (:mod:`geomprobe.prefix`), with the LM head only at the target positions.  The search stays on the reference's grid ``k·step`` and keeps a
   bracket ``[lo, hi]`` (``lo`` succeeds, ``hi`` fails); the next radius is interpolated from a
   continuous statistic, the ``(trials − need + 1)``-th smallest target margin (``success(r) ≥ success``
   exactly when it is positive; the margin of a trial is ``log P(target) − log threshold`` for ``"prob"``,
@@ -43,6 +43,28 @@ Success counts are integers (``need = ceil(success · trials)``), never float sh
 90% criterion in both estimators.  Where ``success(r)`` is monotone on the grid both return the same
 radius; they can differ by a step where the batched and the single forward disagree on a borderline
 trial.
+
+**Like-for-like** (issue 11): with ``forms`` (e.g. ``("declarative", "question", "instruction")``)
+:func:`tolerance_radius` measures ρ on each form's own prompts (:func:`~geomprobe.data.forms.eval_prompts`;
+declarative = the edit prompt), injecting the same ``δ`` at that prompt's subject's last token, with the same
+criteria; every prompt of request ``i`` sees the same noise directions (``seed + i``), so the declarative row equals
+the legacy radius and forms are compared on paired draws.  The rows gain ``prompt_idx`` and ``rho_form`` (= ``value``)
+and ``h_norm`` / ``value_rel`` use that prompt's own ``‖h‖``.  Without ``forms`` the output is unchanged.
+
+**Directional tolerance** (:func:`directional_tolerance`): isotropic noise of norm ``r`` puts only about
+``r/√d`` along any one direction, so ρ says little about the directions that matter.  Along a unit direction
+``u`` the tolerance is the largest ``t`` on the grid ``k·step`` such that ``δ + t'·u`` still predicts the target
+for every grid ``t' ≤ t`` (one deterministic forward per grid point, found by :func:`search_grid` over batched
+prefix-cached forwards, rows = grid points).  Directions:
+
+* ``"-delta"``: ``−δ/‖δ‖`` — shrinking the value; at ``t = ‖δ‖`` the patch is gone (``delta_norm``).
+* ``"drift"``: ``(v_form − δ)/‖v_form − δ‖`` with ``v_form = h^e_form − h_form`` the edited model's measured
+  residual change at (L, subject) on this prompt (:mod:`geomprobe.probes.edit_drift`): the direction from the ideal
+  patch ``h_form + δ`` towards the edited model's actual residual ``h_form + v_form``, reached at
+  ``t = ‖v_form − δ‖`` (``miss_norm``).  ``rho_along_drift < miss_norm`` says the edited residual at that column
+  lies outside the region where the target is still predicted.
+* ``"form-drift"``: ``(v_form − v_decl)/‖v_form − v_decl‖`` — how the edit's effect differs from the edit prompt's
+  (``form_drift_norm``; undefined, NaN, on the declarative prompt itself).
 """
 
 from __future__ import annotations
@@ -55,13 +77,14 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
+from .. import prefix
 from ..data.forms import render
 from ..editors.update import EditUpdate
 from ..errors import GeomprobeError
-from ..hooks import add_to_residual, head_only_at, read, resume_from
+from ..hooks import add_to_residual, head_only_at
 from ..models.load import LM
-from ..positions import Batch
 from ..scoring import token_logprobs, with_targets
+from .edit_drift import FORMS, form_prompts, request_deltas, residual_changes
 
 METHODS = ("fast", "reference")
 CRITERIA = ("prob", "argmax", "beats-true")
@@ -82,6 +105,29 @@ def _need(trials: int, success: float) -> int:
 def label(criterion: str, threshold: float) -> str:
     """The ``criterion`` column of a radius row: ``"prob>0.5"``, ``"argmax"`` or ``"beats-true"``."""
     return f"prob>{threshold:g}" if criterion == "prob" else criterion
+
+
+def check_criterion(update: EditUpdate, idx: Sequence[int], criterion: str, threshold: float,
+                    allow_auto: bool = True) -> None:
+    """Validate ``criterion`` (one of :data:`CRITERIA`, or ``"auto"``) and ``threshold`` for requests ``idx``."""
+    allowed = CRITERIA + (("auto",) if allow_auto else ())
+    if criterion not in allowed:
+        raise GeomprobeError(f"unknown criterion {criterion!r}; use {', '.join(repr(c) for c in allowed)}")
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 < threshold < 1:
+        raise GeomprobeError(f"threshold must be a probability in (0, 1), got {threshold!r}")
+    if criterion == "beats-true":
+        for i in idx:
+            if update.requests[i].target_true is None:
+                raise GeomprobeError(f"criterion 'beats-true' needs target_true, but request "
+                                     f"{update.requests[i].case_id!r} has none; give it target_true or use "
+                                     "criterion='prob'")
+
+
+def request_criterion(request, criterion: str) -> str:
+    """The rule used for one request: ``"auto"`` is ``"beats-true"`` when it has a ``target_true``, else ``"prob"``."""
+    if criterion == "auto":
+        return "beats-true" if request.target_true is not None else "prob"
+    return criterion
 
 
 class _Prompt:
@@ -126,18 +172,11 @@ class _Prompt:
         margin = logits.gather(-1, want)[..., 0] - logits.scatter(-1, want, float("-inf")).amax(-1)
         return hit.cpu(), margin.amin(-1).cpu()
 
-    def expand(self, n: int):
-        b = self.tb.batch
-        return Batch(*(t.expand(n, *t.shape[1:]) if t.dim() > 1 else t.expand(n) for t in
-                       (b.input_ids, b.attention_mask, b.position_ids, b.subject_last, b.last)),
-                     b.offsets.expand(n, *b.offsets.shape[1:]))
-
-    # fast path: cache the residual after block L once, resume from L+1
-    def hidden(self) -> torch.Tensor:
+    # fast path: the residual after block L and the prefix's keys/values computed once (geomprobe.prefix);
+    # each batch of trials re-runs blocks L+1.. on the columns from the subject's last token on
+    def suffix(self) -> "prefix.Suffix":
         if self._hidden is None:
-            with torch.no_grad(), read(self.lm, [self.layer], ("resid",), stop=True) as r:
-                self.lm.forward(self.tb.batch)
-            self._hidden = r["resid"][self.layer]
+            self._hidden = prefix.prepare(self.lm, self.tb.batch, self.layer, self.pos)
         return self._hidden
 
     def batched(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,12 +187,11 @@ class _Prompt:
     def batched_logits(self, noise: torch.Tensor) -> torch.Tensor:
         """Head logits (n, t, vocab) at the target positions for noise vectors (n, d)."""
         n = len(noise)
-        h = self.hidden().expand(n, -1, -1).clone()
-        rows = torch.arange(n, device=h.device)
-        pos = self.pos.to(h.device).expand(n)
-        h[rows, pos] += (self.delta.to(h.device) + noise.to(h.device)).to(h.dtype)
-        with torch.no_grad(), resume_from(self.lm, self.layer + 1, h), head_only_at(self.lm, self.at):
-            return self.lm.forward(self.expand(n))
+        sfx = self.suffix()
+        rows = torch.zeros(n, dtype=torch.long)
+        head = (self.at - sfx.start).expand(n, -1)
+        with torch.no_grad():
+            return prefix.run(self.lm, sfx, rows=rows, add=self.delta.to(noise.device) + noise, head=head)
 
     def single_logits(self, e: torch.Tensor) -> torch.Tensor:
         """Head logits (1, t, vocab) at the target positions for one noise vector (d,): a full forward."""
@@ -244,8 +282,8 @@ def _radius_fast(p: _Prompt, u: torch.Tensor, step: float, need: int, k_max: int
 def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: float = 0.9, method: str = "fast",
                      step: float | None = None, max_radius: float | None = None, seed: int = 0,
                      requests: Sequence[int] | None = None, criterion: str = "prob",
-                     threshold: float = 0.5) -> pd.DataFrame:
-    """ρ for every request of ``update`` on its declarative edit prompt.
+                     threshold: float = 0.5, forms: Sequence[str] | None = None) -> pd.DataFrame:
+    """ρ for every request of ``update`` on its declarative edit prompt (or on each form's prompts).
 
     By default a noisy trial succeeds by the paper's probability criterion: ``P(target_new | prompt)`` — the
     teacher-forced probability of the whole target sequence — exceeds ``threshold``.  ``criterion="argmax"``
@@ -268,6 +306,9 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
             ``"beats-true"`` — ``P(target_new) > P(target_true)`` (needs ``target_true`` on every request).
         threshold: the probability the whole target sequence must exceed under ``"prob"``, in (0, 1);
             ignored by the other criteria.
+        forms: None (default): the declarative edit prompt only, the legacy rows.  A tuple of forms (e.g.
+            ``("declarative", "question", "instruction")``): ρ on every prompt of each form, like for like (the
+            module docstring); the rows gain ``prompt_idx`` and ``rho_form``.
 
     Returns:
         tidy DataFrame, one row per request: ``editor, case_id, subject, relation, form, layer, metric,
@@ -277,6 +318,8 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
         ``criterion`` labels the rule (``"prob>0.5"``, ``"argmax"``, ``"beats-true"``); ``threshold`` is the
         probability threshold under ``"prob"``, NaN otherwise.
         ``value`` is 0 when the unperturbed value does not predict the target at all (``predicted`` False).
+        With ``forms``: one row per (request, form, prompt), plus ``prompt_idx`` and ``rho_form`` (= ``value``);
+        ``h_norm`` is the prompt's own ‖h‖ at L and ``value_rel`` = ρ/that.
     """
     if method not in METHODS:
         raise GeomprobeError(f"unknown method {method!r}; use 'fast' or 'reference'")
@@ -305,13 +348,18 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
                 raise GeomprobeError(f"criterion 'beats-true' needs target_true, but request "
                                      f"{update.requests[i].case_id!r} has none; give it target_true or use "
                                      "criterion='prob'")
+    if forms is None:  # the legacy rows: the declarative edit prompt, no prompt index
+        items = [(i, "declarative", None, render(update.requests[i].prompt, update.requests[i].subject,
+                                                 "declarative")) for i in idx]
+    else:
+        items = [(fp.i, fp.form, fp.j, fp.prompt) for fp in form_prompts(update, forms, lm.tokenizer, idx)]
     rows = []
     from ..progress import track
-    for i in track(idx, f"tolerance radius ({update.editor})", unit="req"):
+    for i, form, j, prompt in track(items, f"tolerance radius ({update.editor})", unit="prompt"):
         r = update.requests[i]
         c = col_of[i]
         delta = value.delta[:, c].to(lm.device_of(layer))
-        p = _Prompt(lm, render(r.prompt, r.subject, "declarative"), r.target_new, delta, layer, criterion,
+        p = _Prompt(lm, prompt, r.target_new, delta, layer, criterion,
                     threshold, r.target_true if criterion == "beats-true" else None)
         u = _directions(lm.d_model, trials, seed + i, lm.device_of(layer))
         t0 = time.perf_counter()
@@ -320,13 +368,128 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
         else:
             k, evals = _radius_reference(p, u, step, need, k_max)
         predicted, rho = k >= 0, max(k, 0) * step
-        rows.append({
+        hn = float(h_norm[c]) if j is None else _own_h_norm(p)
+        row = {
             "editor": update.editor, "case_id": r.case_id, "subject": r.subject, "relation": r.relation,
-            "form": "declarative", "layer": layer, "metric": "tolerance_radius", "value": rho,
-            "value_rel": rho / float(h_norm[c]), "delta_norm": float(value.delta[:, c].norm()),
-            "h_norm": float(h_norm[c]), "predicted": bool(predicted), "method": method, "trials": trials,
+            "form": form, "layer": layer, "metric": "tolerance_radius", "value": rho,
+            "value_rel": rho / hn, "delta_norm": float(value.delta[:, c].norm()),
+            "h_norm": hn, "predicted": bool(predicted), "method": method, "trials": trials,
             "success": success, "step": step, "seed": seed, "evaluations": evals,
             "seconds": time.perf_counter() - t0, "criterion": label(criterion, threshold),
             "threshold": float(threshold) if criterion == "prob" else float("nan"),
-        })
+        }
+        if j is not None:
+            row.update({"prompt_idx": j, "rho_form": rho})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _own_h_norm(p: _Prompt) -> float:
+    """‖h‖ at L at the prompt's subject's last token (from its prefix-cached suffix; freed afterwards)."""
+    sfx = p.suffix()
+    hn = float(sfx.hidden[0, int(sfx.inject[0])].float().norm())
+    p._hidden = None
+    if p.rival is not None:
+        p.rival._hidden = None
+    return hn
+
+
+DIRECTIONS = ("-delta", "drift", "form-drift")
+_DIRECTION_COLUMNS = {"-delta": ("rho_along_delta", "delta_norm"), "drift": ("rho_along_drift", "miss_norm"),
+                      "form-drift": ("rho_along_form_drift", "form_drift_norm")}
+
+
+def directional_tolerance(lm: LM, update: EditUpdate, directions: Sequence[str] = ("-delta", "drift"),
+                          forms: Sequence[str] = FORMS, step: float | None = None, max_radius: float | None = None,
+                          requests: Sequence[int] | None = None, criterion: str = "prob", threshold: float = 0.5,
+                          batch_size: int = 16) -> pd.DataFrame:
+    """The tolerance of δ along given directions, per request and form prompt (see the module docstring).
+
+    For each direction ``u`` (unit): the largest ``t = k·step`` such that ``δ + t'·u`` added at (L, subject's last
+    token) of the *unedited* model predicts the target for every grid ``t' = 0, step, …, t``; 0 with
+    ``predicted`` False when ``δ`` itself does not; capped at ``max_radius``; NaN when the direction is undefined
+    (a zero vector, e.g. ``"form-drift"`` on the declarative prompt).
+
+    Args:
+        lm: the *unedited* model the update was computed on (bit-identical afterwards, no hooks left).
+        update: the edit (δ from its value result, or ``z − h`` for an imported update).
+        directions: any of ``"-delta"``, ``"drift"``, ``"form-drift"``.
+        forms: prompt forms (declarative = the edit prompt; the others from ``eval_prompts``).
+        step: grid step (default 2% of the mean ‖h‖ at L of the edit prompts, ``update.h``).
+        max_radius: search limit (default 4·mean ‖h‖).
+        requests: indices of the requests to measure (default all).
+        criterion: ``"prob"`` (default), ``"argmax"``, ``"beats-true"`` or ``"auto"`` (``"beats-true"`` where
+            the request has a ``target_true``).
+        threshold: the probability threshold of ``"prob"``.
+        batch_size: prompts per forward when reading the edited model's drift.
+
+    Returns:
+        tidy DataFrame, one row per (request, form, prompt): ``editor, case_id, subject, relation, form,
+        prompt_idx, layer, metric ("directional_tolerance"), criterion, threshold, step, max_radius, h_norm,
+        predicted, evaluations, seconds`` and per direction its radius and the distance to its landmark:
+        ``rho_along_delta`` / ``delta_norm`` (``‖δ‖``), ``rho_along_drift`` / ``miss_norm`` (``‖v_form − δ‖``),
+        ``rho_along_form_drift`` / ``form_drift_norm`` (``‖v_form − v_decl‖``).
+    """
+    update.check_model(lm)
+    bad = [d for d in directions if d not in DIRECTIONS]
+    if bad or not directions:
+        raise GeomprobeError(f"unknown direction {bad[0] if bad else None!r}; use {', '.join(DIRECTIONS)}")
+    idx = list(range(len(update.requests)) if requests is None else requests)
+    check_criterion(update, idx, criterion, threshold)
+    L, deltas = request_deltas(update)
+    h_mean = float(update.h.float().norm(dim=0).mean())
+    step = float(step if step is not None else 0.02 * h_mean)
+    max_radius = float(max_radius if max_radius is not None else 4 * h_mean)
+    if not (step > 0 and math.isfinite(step)):
+        raise GeomprobeError(f"step must be a positive finite number, got {step}")
+    k_max = int(max_radius / step + 1e-9)
+    prompts = form_prompts(update, forms, lm.tokenizer, idx)
+    v = v_decl = None
+    if any(d != "-delta" for d in directions):
+        reads = residual_changes(lm, update, prompts, [L], batch_size)
+        change = (reads["he"] - reads["h"])[:, 0]  # (n_all, d)
+        v = change[:len(prompts)]
+        v_decl = torch.stack([change[reads["decl"][fp.i]] for fp in prompts])
+    dev = lm.device_of(L)
+    rows = []
+    from ..progress import track
+    for n, fp in enumerate(track(prompts, f"directional tolerance ({update.editor})", unit="prompt")):
+        r, delta = update.requests[fp.i], deltas[fp.i]
+        crit = request_criterion(r, criterion)
+        p = _Prompt(lm, fp.prompt, r.target_new, delta.to(dev), L, crit, threshold,
+                    r.target_true if crit == "beats-true" else None)
+        vectors = {"-delta": -delta}
+        if v is not None:
+            vectors.update({"drift": v[n] - delta, "form-drift": v[n] - v_decl[n]})
+        t0, evals = time.perf_counter(), 0
+        row = {"editor": update.editor, "case_id": r.case_id, "subject": r.subject, "relation": r.relation,
+               "form": fp.form, "prompt_idx": fp.j, "layer": L, "metric": "directional_tolerance",
+               "criterion": label(crit, threshold), "threshold": float(threshold) if crit == "prob" else math.nan,
+               "step": step, "max_radius": max_radius}
+        predicted = None
+        for name in directions:
+            vec = vectors[name]
+            norm = float(vec.norm())
+            rho_col, dist_col = _DIRECTION_COLUMNS[name]
+            row[dist_col] = norm
+            if not norm > 0:
+                row[rho_col] = math.nan
+                continue
+            u = (vec / norm).to(dev)
+
+            def evaluate(ks: list[int], u=u) -> list[tuple[bool, float]]:
+                hits, margins = p.batched(torch.stack([k * step * u for k in ks]))
+                return [(bool(h), float(m)) for h, m in zip(hits, margins)]
+
+            k, calls = search_grid(evaluate, k_max, first=min(k_max, max(1, round(norm / step))))
+            evals += calls
+            predicted = k >= 0
+            row[rho_col] = max(k, 0) * step
+        if predicted is None:  # every direction undefined: still say whether δ itself predicts the target
+            predicted = bool(p.batched(torch.zeros(1, lm.d_model, device=dev))[0][0])
+            evals += 1
+        sfx = p.suffix()
+        row.update({"h_norm": float(sfx.hidden[0, int(sfx.inject[0])].float().norm()), "predicted": bool(predicted),
+                    "evaluations": evals, "seconds": time.perf_counter() - t0})
+        rows.append(row)
     return pd.DataFrame(rows)

@@ -43,12 +43,55 @@ def with_ids(requests) -> list:
     return out
 
 
+def not_evaluated_reason(request, form: str) -> str:
+    """Why ``request`` has no evaluation prompts in ``form`` (question / instruction: no held-out templates for
+    its relation and no queries of that form in the request)."""
+    from ..data.forms import relation_templates
+
+    if form not in ("question", "instruction"):
+        return f"no {form} prompts"
+    pool = relation_templates().get(request.relation)
+    what = "has no template pool" if pool is None else "has no held-out eval_questions"
+    return (f"relation {request.relation!r} {what} and the request has no {form} queries; add \"templates\" for "
+            f"it to the request file (README, Request files) or give the request {form} \"queries\"")
+
+
+def unevaluable_forms(reqs) -> list[tuple[Any, str]]:
+    """(request, form) pairs of :data:`FORMS` without evaluation prompts (tokenizer-independent)."""
+    from ..data.forms import eval_prompts
+
+    return [(r, form) for r in reqs for form in FORMS if not eval_prompts(r, form)]
+
+
+def preflight(model: Any, reqs, editors: Sequence[str] = (), overrides: dict | None = None) -> None:
+    """Every check that needs no model weights, before any model loads: the model name (no hub retries), what
+    each editor needs of the requests (all editors, before the first computes), the edit layers against the
+    model's layer count read from its config.json, and every prompt of the diagnosed forms rendered (a subject
+    missing from a query is an error here)."""
+    from ..data.forms import eval_prompts
+    from ..editors.options import check_layers, check_model, check_requests_for, model_layer_count
+
+    if isinstance(model, (str, Path)):
+        check_model(str(model))
+    layers = (overrides or {}).get("layers")
+    if layers and isinstance(model, (str, Path)):
+        check_layers(layers, model_layer_count(str(model)), str(model))
+    for r in reqs:
+        for form in FORMS:
+            eval_prompts(r, form)
+    for name in editors:
+        check_requests_for(name, reqs)
+
+
 def load_inputs(model: Any, requests: Any, device: str | None = None, dtype: str | None = None,
-                log: Callable[[str], None] = print):
-    """``(lm, requests)``: request file first (cheap errors before the model loads), then the model, then
-    every prompt of the diagnosed forms (a subject missing from a query is an error here, not mid-run)."""
+                log: Callable[[str], None] = print, editors: Sequence[str] = (), overrides: dict | None = None):
+    """``(lm, requests)``: request file first and every check of :func:`preflight` (cheap errors before the
+    model loads: model name, what each of ``editors`` needs, the edit layers of ``overrides``), then the model
+    (the layers checked again against it), then every prompt of the diagnosed forms with its tokenizer.  Forms
+    that cannot be evaluated are named in the log (the report lists them as not evaluated)."""
     from ..data import load_requests
     from ..data.forms import eval_prompts
+    from ..editors.options import check_layers
     from ..models import LM, load_model
 
     if isinstance(requests, (str, Path)):
@@ -58,6 +101,7 @@ def load_inputs(model: Any, requests: Any, device: str | None = None, dtype: str
     if not reqs:
         raise GeomprobeError("no requests to diagnose; the request file holds none")
     reqs = with_ids(reqs)
+    preflight(model, reqs, editors, overrides)
     if isinstance(model, LM):
         lm = model
     else:
@@ -66,10 +110,20 @@ def load_inputs(model: Any, requests: Any, device: str | None = None, dtype: str
         log(f"loading {model} ...")
         lm = load_model(str(model), **kw)
         log(f"loaded {lm.name} ({time.perf_counter() - t0:.1f} s)")
+    check_layers((overrides or {}).get("layers"), lm.n_layers, lm.name)
     for r in reqs:
         for form in FORMS:
             eval_prompts(r, form, lm.tokenizer)
+    missing = unevaluable_forms(reqs)
+    if missing:
+        shown = "; ".join(f"{request_label_of(r)} ({form})" for r, form in missing[:4])
+        more = f"; and {len(missing) - 4} more" if len(missing) > 4 else ""
+        log(f"note: {len(missing)} request-form(s) have no prompts and are reported as not evaluated: {shown}{more}")
     return lm, reqs
+
+
+def request_label_of(r) -> str:
+    return f"{r.subject} · {r.relation}"
 
 
 def make_workspace(lm, reqs, model_name: str, out, trials: int, log):
@@ -146,4 +200,5 @@ def plain(v):
 
 
 __all__ = ["FORMS", "case_key", "check_editors", "check_unchanged", "load_inputs", "make_workspace", "mean",
-           "median", "model_info", "package_version", "plain", "requests_arg", "snapshot", "with_ids"]
+           "median", "model_info", "not_evaluated_reason", "package_version", "plain", "preflight", "requests_arg",
+           "snapshot", "unevaluable_forms", "with_ids"]

@@ -17,7 +17,8 @@ JSON report (``report.json``; schema ``geomprobe.compare/1``):
 * ``table`` — one row per editor and form, fields :data:`TABLE_FIELDS`: ``success_before`` / ``success_after``
   (mean over requests of the share of the form's prompts on which the target wins, ``prob`` protocol),
   ``token_acc_after`` (``token_acc`` protocol), ``n_ok`` of ``n_requests`` (requests whose verdict on the form
-  is ok), ``rho_median`` / ``rho_rel_median`` (over requests), ``delta_median`` (over requests; 0 on the
+  is ok), ``n_not_evaluated`` (requests whose form could not be evaluated: no prompts; left out of the means and
+  medians), ``rho_median`` / ``rho_rel_median`` (over requests), ``delta_median`` (over requests; 0 on the
   declarative form), ``delta_lt_rho_rate`` (share of requests with Δ < ρ; None on the declarative form),
   ``edit_seconds``, ``peak_memory_mb``;
 * ``per_editor`` — ``{editor: {layers, config, editor_rule, editor_mode, measurements, verdicts, metrics, edit}}``
@@ -41,8 +42,8 @@ from .records import Run
 SCHEMA = "geomprobe.compare/1"
 DEFAULT_EDITORS: tuple[str, ...] = ("memit", "memit-merge", "alphaedit", "rose")
 TABLE_FIELDS: tuple[str, ...] = ("editor", "form", "success_before", "success_after", "token_acc_after", "n_ok",
-                                 "n_requests", "rho_median", "rho_rel_median", "delta_median", "delta_lt_rho_rate",
-                                 "edit_seconds", "peak_memory_mb")
+                                 "n_requests", "n_not_evaluated", "rho_median", "rho_rel_median", "delta_median",
+                                 "delta_lt_rho_rate", "edit_seconds", "peak_memory_mb")
 REPORT_KEYS: tuple[str, ...] = ("schema", "model", "editors", "overrides", "run", "requests", "forms", "table",
                                 "per_editor", "rules", "thresholds", "weights_unchanged", "wall_seconds", "created",
                                 "geomprobe_version", "files")
@@ -53,15 +54,17 @@ def table_rows(name: str, res: dict) -> list[dict[str, Any]]:
     rows = []
     ok = {(v.case_id, v.form): v.ok for v in res["verdicts"]}
     for form in FORMS:
-        ms = [m for m in res["measurements"] if m.form == form]
-        if not ms:
+        every = [m for m in res["measurements"] if m.form == form]
+        if not every:
             continue
+        ms = [m for m in every if V.evaluable(m)]
         pairs = [(m.delta, m.rho) for m in ms if m.delta is not None and m.rho is not None]
         rows.append({
             "editor": name, "form": form, "success_before": mean(m.success_before for m in ms),
             "success_after": mean(m.success_after for m in ms),
             "token_acc_after": mean(m.token_acc_after for m in ms),
-            "n_ok": sum(bool(ok.get((m.case_id, form))) for m in ms), "n_requests": len(ms),
+            "n_ok": sum(bool(ok.get((m.case_id, form))) for m in ms), "n_requests": len(every),
+            "n_not_evaluated": len(every) - len(ms),
             "rho_median": median(m.rho for m in ms), "rho_rel_median": median(m.rho_rel for m in ms),
             "delta_median": median(m.delta for m in ms),
             "delta_lt_rho_rate": (sum(d < r for d, r in pairs) / len(pairs)) if pairs and form != "declarative"
@@ -94,10 +97,11 @@ def compare(model: Any, requests: Any, editors: Sequence[str] | str = DEFAULT_ED
     names = check_editors(list(editors))
     if len(set(names)) != len(names):
         names = list(dict.fromkeys(names))
-    lm, reqs = load_inputs(model, requests, device, dtype, log)
+    overrides = dict(overrides or {})
+    # every editor's needs are checked here, before the model loads and before the first editor computes
+    lm, reqs = load_inputs(model, requests, device, dtype, log, editors=names, overrides=overrides)
     saved = snapshot(lm)
     ws = make_workspace(lm, reqs, lm.name, out, trials, log)
-    overrides = dict(overrides or {})
     run = Run(model=model if isinstance(model, (str, Path)) else lm.name, requests=requests_arg(requests, reqs, out),
               editor=names[0], overrides={k: plain(v) for k, v in overrides.items()}, trials=trials, device=device,
               dtype=dtype)

@@ -26,10 +26,15 @@ JSON report (``report.json``; schema ``geomprobe.diagnose/1``, fields stable wit
 * ``forms`` — ``["declarative", "question", "instruction"]``;
 * ``measurements`` — one record per request and form, fields
   :data:`geomprobe.report.verdict.MEASUREMENT_FIELDS` (meanings in that module's docstring; ρ, Δ in
-  residual-norm units at the last edit layer; success shares under the ``prob`` protocol; ``label`` is
-  ``"subject · relation"``);
+  residual-norm units at the last edit layer; success shares under the ``prob`` protocol, decided by the
+  record's ``criterion``: ``beats-true`` with the request's ``target_true``, ``beats-greedy`` against
+  ``true_target`` — the unedited model's own greedy answer, taken before the edit — for a request without one,
+  ``prob>0.5`` when neither exists; ``label`` is ``"subject · relation"``).  A form that cannot be evaluated
+  (no prompts: its relation has no question/instruction templates and the request no queries) is still a record,
+  with ``n_prompts`` 0, None numbers and the reason in ``not_evaluated``;
 * ``verdicts`` — one record per request and form, fields :data:`geomprobe.report.verdict.VERDICT_FIELDS`
-  (``label``, ``ok``, ``rules`` fired, ``verdict`` sentence, ``remedies`` naming the values measured for this
+  (``label``, ``ok``, ``status`` — ``ok``, ``fails`` or ``not-evaluable`` —, ``criterion``, ``rules`` fired,
+  ``verdict`` sentence, ``remedies`` naming the values measured for this
   case, ``remedy_commands`` — the ``geomprobe diagnose`` command line of each remedy that has one —, the
   ``numbers`` the rules read, ``thresholds``);
 * ``rules`` — the rule table (``id, when, says, remedy``);
@@ -54,7 +59,7 @@ import torch
 from ..errors import GeomprobeError
 from . import verdict as V
 from .common import (FORMS, case_key, check_editors, check_unchanged, load_inputs, make_workspace, mean, model_info,
-                     package_version, plain, requests_arg, snapshot)
+                     not_evaluated_reason, package_version, plain, requests_arg, snapshot)
 from .records import Measurement, Run, Verdict, request_label
 
 SCHEMA = "geomprobe.diagnose/1"
@@ -82,19 +87,22 @@ def evaluation(ws, reqs, name: str | None, overrides: dict) -> pd.DataFrame:
     return ws.memo(("report-eval", name, case_key(reqs), tuple(sorted(overrides.items()))), make)
 
 
-def _shares(df: pd.DataFrame) -> dict[tuple[str, str], dict[str, float]]:
-    """{(case_id, form): {success, target_prob, token_acc, n}} from an evaluation DataFrame."""
-    out: dict[tuple[str, str], dict[str, float]] = {}
+def _shares(df: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
+    """{(case_id, form): {success, criterion, target_prob, token_acc, n}} from an evaluation DataFrame."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
     for (cid, form), g in df.groupby(["case_id", "form"]):
         if form not in _METRIC:
             continue
-        crit = g[(g["protocol"] == "prob") & (g["metric"] == _METRIC[form])]["value"]
+        rows = g[(g["protocol"] == "prob") & (g["metric"] == _METRIC[form])]
+        crit = rows["value"]
+        names = list(dict.fromkeys(str(c) for c in rows["criterion"] if c)) if "criterion" in rows else []
         tp = g[(g["protocol"] == "prob") & (g["metric"] == "target_prob")]["value"]
         ta = g[(g["protocol"] == "token_acc") & (g["metric"] == _METRIC[form])]["value"]
         out[(cid, form)] = {"success": float(crit.mean()) if len(crit) else None,
+                            "criterion": ",".join(names) or None,
                             "target_prob": float(tp.mean()) if len(tp) else None,
                             "token_acc": float(ta.mean()) if len(ta) else None,
-                            "n": int(max(len(crit), len(tp)))}
+                            "n": int(max(len(crit), len(tp), len(ta)))}
     return out
 
 
@@ -290,6 +298,7 @@ def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None 
     log(f"{name}: evaluate after the edit")
     before = _shares(evaluation(ws, reqs, None, {}))
     after = _shares(evaluation(ws, reqs, name, overrides))
+    ref = ws.reference(reqs)
     log(f"{name}: tolerance radius, activation deviation, gradient conflict, key cosines")
     rho = ws.tolerance(name, reqs, **overrides).reset_index(drop=True)
     dev = ws.deviation(name, ("update", "covariance", "identity"), reqs, **overrides)
@@ -308,10 +317,17 @@ def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None 
     for i, r in enumerate(reqs):
         rr = rho.iloc[i]
         g = geo.get(r.case_id, {})
+        true, criterion = ref.true_target(r)
+        label = request_label(r.subject, r.relation)
         for form in FORMS:
             b, a = before.get((r.case_id, form), {}), after.get((r.case_id, form), {})
-            if not a:
-                continue  # no prompts of this form (relation without templates)
+            if not a:  # no prompts of this form: reported as not evaluated, never dropped
+                measurements.append(Measurement(
+                    editor=name, editor_rule=ed.rule, case_id=r.case_id, label=label, subject=r.subject,
+                    relation=r.relation, form=form, layer=layer, n_prompts=0, criterion=None, true_target=true,
+                    not_evaluated=not_evaluated_reason(r, form), n_relations=n_rel[r.subject],
+                    edit_layers=tuple(int(l) for l in upd.layers), n_model_layers=ws.lm.n_layers))
+                continue
             if form == "declarative":
                 d_u = d_c = d_i = 0.0
                 amp, dkn, kc = None, 0.0, 1.0
@@ -323,8 +339,11 @@ def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None 
                 dkn = float(dk[(r.case_id, form)]) if (r.case_id, form) in dk.index else None
                 kc = g.get("key_cosine", {}).get(form)
             measurements.append(Measurement(
-                editor=name, editor_rule=ed.rule, case_id=r.case_id, label=request_label(r.subject, r.relation),
+                editor=name, editor_rule=ed.rule, case_id=r.case_id, label=label,
                 subject=r.subject, relation=r.relation, form=form, layer=layer, n_prompts=a.get("n"),
+                criterion=a.get("criterion") or criterion, true_target=true,
+                not_evaluated=None if a.get("success") is not None else
+                "its success was not measured (no prob-protocol rows)",
                 success_before=b.get("success"), success_after=a.get("success"),
                 decl_success_after=after.get((r.case_id, "declarative"), {}).get("success"),
                 target_prob_before=b.get("target_prob"), target_prob_after=a.get("target_prob"),
@@ -384,10 +403,10 @@ def diagnose(model: Any, requests: Any, editor: str = "memit", out: str | Path |
 
     t0 = time.perf_counter()
     (name,) = check_editors([editor])
-    lm, reqs = load_inputs(model, requests, device, dtype, log)
+    overrides = dict(overrides or {})
+    lm, reqs = load_inputs(model, requests, device, dtype, log, editors=[name], overrides=overrides)
     saved = snapshot(lm)
     ws = make_workspace(lm, reqs, lm.name, out, trials, log)
-    overrides = dict(overrides or {})
     run = Run(model=model if isinstance(model, (str, Path)) else lm.name, requests=requests_arg(requests, reqs, out),
               editor=name, overrides={k: plain(v) for k, v in overrides.items()}, trials=trials, device=device,
               dtype=dtype)

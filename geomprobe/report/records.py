@@ -60,7 +60,12 @@ class Record:
 @dataclass(frozen=True)
 class Measurement(Record):
     """One request on one linguistic form: every number the verdict rules read (meanings in
-    :mod:`geomprobe.report.verdict`; None where a number is not measurable)."""
+    :mod:`geomprobe.report.verdict`; None where a number is not measurable).
+
+    ``criterion`` says how ``success_*`` were decided (:data:`geomprobe.evaluate.CRITERIA`: ``beats-true``,
+    ``beats-greedy`` — against ``true_target``, the unedited model's own greedy answer, for a request without a
+    ``target_true`` — or ``prob>0.5``); ``not_evaluated`` holds the reason when the form could not be evaluated
+    (e.g. no question prompts for the relation); its success fields are then None."""
 
     editor: str | None = None
     editor_rule: str | None = None
@@ -71,6 +76,10 @@ class Measurement(Record):
     form: str | None = None
     layer: int | None = None
     n_prompts: int | None = None
+    # how success is decided (prob protocol): beats-true | beats-greedy | prob>0.5 (geomprobe.evaluate.CRITERIA)
+    criterion: str | None = None
+    true_target: str | None = None
+    not_evaluated: str | None = None
     success_before: float | None = None
     success_after: float | None = None
     decl_success_after: float | None = None
@@ -124,6 +133,14 @@ class Verdict(Record):
     remedy_commands: tuple[str, ...]
     numbers: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
+    #: ``ok``, ``fails`` or ``not-evaluable`` (success unknown: the form has no prompts, or no success measure)
+    status: str = ""
+    #: the success criterion the record was decided by (see :class:`Measurement`)
+    criterion: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            object.__setattr__(self, "status", "ok" if self.ok else "fails")
 
 
 def request_label(subject: Any, relation: Any) -> str:

@@ -68,7 +68,8 @@ padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.6em 0;font-size:.86em}td,th{border:1px solid #ccc;padding:3px 7px;
 text-align:left;vertical-align:top}th{background:#f3f3f3}tr.fail td:nth-child(3){color:#b3261e;font-weight:600}
-tr.ok td:nth-child(3){color:#137333;font-weight:600}code{background:#f5f5f5;padding:0 3px}
+tr.ok td:nth-child(3){color:#137333;font-weight:600}
+tr.na td:nth-child(3){color:#666;font-style:italic}code{background:#f5f5f5;padding:0 3px}
 img{max-width:100%;border:1px solid #eee}.meta{color:#555}figure{margin:1em 0}figcaption{font-size:.85em;color:#555}
 """
 
@@ -112,7 +113,8 @@ def write_json(report: dict, path: Path) -> None:
 # ---- shared sections ----------------------------------------------------------------------------------------
 _VERDICT_COLS = (("label", "request"), ("form", "form"), ("status", "status"), ("verdict", "verdict"),
                  ("remedy", "remedy"), ("commands", "try"), ("rule_ids", "rules"))
-_MEAS_COLS = (("label", "request"), ("form", "form"), ("before", "wins before"), ("after", "wins after"),
+_MEAS_COLS = (("label", "request"), ("form", "form"), ("criterion", "criterion"), ("before", "wins before"),
+              ("after", "wins after"),
               ("rho", "ρ"), ("rho_rel", "ρ/‖h‖"), ("delta", "Δ"), ("ratio", "Δ/ρ"), ("delta_covariance", "Δ cov."),
               ("delta_identity", "Δ iso."), ("amplification", "cov./iso."), ("conflict", "conflict"),
               ("key_cosine", "key cos (form vs decl.)"), ("collision_cosine", "max key cos other subject"))
@@ -134,11 +136,37 @@ def measurements_frame(records) -> pd.DataFrame:
     return pd.DataFrame([m.to_dict() for m in measurements_of(records)])
 
 
+#: How each verdict status is shown (terminal, Markdown, HTML).
+STATUS_TEXT = {"ok": "ok", "fails": "FAIL", "not-evaluable": "n/e"}
+
+
+def status_of(v: Verdict) -> str:
+    """``ok``, ``fails`` or ``not-evaluable``."""
+    return v.status or ("ok" if v.ok else "fails")
+
+
 def _verdict_rows(verdicts: Sequence) -> list[dict]:
-    return [{"label": v.label or v.case_id, "form": v.form, "status": "ok" if v.ok else "FAIL",
+    return [{"label": v.label or v.case_id, "form": v.form,
+             "status": STATUS_TEXT.get(status_of(v), status_of(v)) if status_of(v) != "not-evaluable"
+             else "not evaluated",
              "verdict": v.verdict, "remedy": "; ".join(v.remedies) or "–",
              "commands": "\n".join(v.remedy_commands) or "–", "rule_ids": ", ".join(v.rules),
-             "_class": "ok" if v.ok else "fail"} for v in verdicts_of(verdicts)]
+             "_class": {"ok": "ok", "fails": "fail"}.get(status_of(v), "na")} for v in verdicts_of(verdicts)]
+
+
+def _criteria_line(measurements: Sequence) -> str | None:
+    """``success criterion: ...`` naming each criterion used other than the request's target_true, with its
+    count of request-forms (None when every request-form compared with its target_true)."""
+    from .verdict import CRITERIA
+
+    counts: dict[str, int] = {}
+    for m in measurements_of(measurements):
+        if m.not_evaluated is None and m.criterion:
+            counts[m.criterion] = counts.get(m.criterion, 0) + 1
+    if not counts or set(counts) == {"beats-true"}:
+        return None
+    return "success criterion: " + "; ".join(f"{n} request-form(s): {CRITERIA.get(c, c)} [{c}]"
+                                             for c, n in counts.items())
 
 
 def _meas_rows(measurements: Sequence) -> list[dict]:
@@ -179,14 +207,19 @@ _GLOSSARY = ("ρ: tolerance radius of the optimised value on the declarative edi
              "prompt changes from the declarative form (mean over the form's prompts); same units as ρ. "
              "Δ cov. / Δ iso.: the same with the MEMIT covariance rule / the isotropic rule on identical K, R. "
              "conflict: mean 1 − |cos| between the gradients of the subject's relations at step 0. "
-             "wins: share of the form's prompts with P(target_new) > P(target_true) (prob protocol).")
+             "wins: share of the form's prompts on which the target wins under the record's criterion (prob "
+             "protocol): beats-true — P(target_new) > P(target_true); beats-greedy — the request has no target_true, "
+             "P(target_new) > P(the unedited model's own greedy answer, taken before the edit); prob>0.5 — neither "
+             "exists, P(target_new) > 0.5. n/e: not evaluated (the form has no prompts; the verdict says why).")
 
 
 # ---- diagnose ---------------------------------------------------------------------------------------------------
 def diagnose_figures(report: dict) -> dict[str, tuple[Any, str]]:
     from ..plots.report import plot_diagnose
 
-    df = measurements_frame(report["measurements"])
+    from .verdict import evaluable
+
+    df = measurements_frame([m for m in measurements_of(report["measurements"]) if evaluable(m)])
     if df.empty:
         return {}
     return {"deviation_vs_radius": (plot_diagnose(df), "Δ per request and form (bars; hatched: the form fails) "
@@ -250,14 +283,20 @@ def summary_diagnose(report: dict) -> list[str]:
     verdicts = verdicts_of(report["verdicts"])
     width = max([len(v.label or v.case_id or "") for v in verdicts] + [10])
     for v in verdicts:
-        lines.append(f"  {v.label or v.case_id:<{width}s} {v.form:<12s} {'ok  ' if v.ok else 'FAIL'}  {v.verdict}")
+        lines.append(f"  {v.label or v.case_id:<{width}s} {v.form:<12s} {STATUS_TEXT.get(status_of(v), '?'):<4s}  "
+                     f"{v.verdict}")
         pad = " " * (width + 2 + 12 + 1)
         for rem in v.remedies:
             lines.append(f"  {pad}remedy: {rem}")
         for cmd in v.remedy_commands:
             lines.append(f"  {pad}  try: {cmd}")
-    n_ok = sum(v.ok for v in verdicts)
-    lines.append(f"{n_ok}/{len(report['verdicts'])} request-forms ok; weights bit-identical afterwards: "
+    n_ok = sum(status_of(v) == "ok" for v in verdicts)
+    n_na = sum(status_of(v) == "not-evaluable" for v in verdicts)
+    crit = _criteria_line(report["measurements"])
+    if crit:
+        lines.append(crit)
+    na = f" ({n_na} more not evaluated: no prompts of that form)" if n_na else ""
+    lines.append(f"{n_ok}/{len(verdicts) - n_na} request-forms ok{na}; weights bit-identical afterwards: "
                  f"{'yes' if report['weights_unchanged'] else 'NO'}; wall time {report['wall_seconds']:.1f} s")
     if report.get("files"):
         lines.append("wrote " + ", ".join(report["files"]))
@@ -273,15 +312,28 @@ _TABLE_COLS = (("editor", "editor"), ("form", "form"), ("before", "wins before")
 
 def _table_rows(table: Sequence[dict]) -> list[dict]:
     return [{**t, "before": _pct(t["success_before"]), "after": _pct(t["success_after"]),
-             "token_acc": _pct(t["token_acc_after"]), "n_ok": f"{t['n_ok']}/{t['n_requests']}",
+             "token_acc": _pct(t["token_acc_after"]), "n_ok": _n_ok_text(t),
              "rho": t["rho_median"], "rho_rel": t["rho_rel_median"], "delta": t["delta_median"],
              "delta_lt_rho": _pct(t["delta_lt_rho_rate"])} for t in table]
+
+
+def _n_evaluated(t: dict) -> int:
+    return int(t["n_requests"]) - int(t.get("n_not_evaluated") or 0)
+
+
+def _n_ok_text(t: dict) -> str:
+    """``ok/evaluated`` (plus ``, n n/e`` when some requests could not be evaluated on the form)."""
+    na = int(t.get("n_not_evaluated") or 0)
+    return f"{t['n_ok']}/{_n_evaluated(t)}" + (f", {na} n/e" if na else "")
 
 
 def compare_figures(report: dict) -> dict[str, tuple[Any, str]]:
     from ..plots.report import plot_compare_deviation, plot_compare_metrics
 
-    meas = measurements_frame([m for ed in report["per_editor"].values() for m in ed["measurements"]])
+    from .verdict import evaluable
+
+    meas = measurements_frame([m for ed in report["per_editor"].values() for m in measurements_of(ed["measurements"])
+                               if evaluable(m)])
     rows = pd.DataFrame([{"editor": t["editor"], "form": t["form"], "before": t["success_before"],
                           "after": t["success_after"]} for t in report["table"]])
     figs = {}
@@ -336,17 +388,27 @@ def summary_compare(report: dict) -> list[str]:
              f"{'Δ<ρ':>5s} {'edit s':>7s} {'peak MB':>8s}"]
     for t in report["table"]:
         lines.append(f"  {t['editor']:<12s} {t['form']:<12s} {_pct(t['success_before']):>6s} "
-                     f"{_pct(t['success_after']):>6s} {t['n_ok']:>2d}/{t['n_requests']:<2d} "
+                     f"{_pct(t['success_after']):>6s} {t['n_ok']:>2d}/{_n_evaluated(t):<2d} "
                      f"{_cell(t['rho_median']):>8s} {_cell(t['delta_median']):>8s} {_pct(t['delta_lt_rho_rate']):>5s} "
                      f"{t['edit_seconds']:>7.1f} {t['peak_memory_mb']:>8.0f}")
     for ed, d in report["per_editor"].items():
-        fails = [v for v in verdicts_of(d["verdicts"]) if not v.ok]
+        fails = [v for v in verdicts_of(d["verdicts"]) if status_of(v) == "fails"]
         if fails:
             lines.append(f"  {ed} fails on:")
         for v in fails:
             lines.append(f"    {v.label or v.case_id} ({v.form}): {', '.join(v.rules)}")
             for cmd in v.remedy_commands:
                 lines.append(f"      try: {cmd}")
+    first = next(iter(report["per_editor"].values()), None)
+    if first is not None:
+        na = [v for v in verdicts_of(first["verdicts"]) if status_of(v) == "not-evaluable"]
+        if na:
+            lines.append(f"  not evaluated ({len(na)} request-form(s), every editor):")
+        for v in na:
+            lines.append(f"    {v.label or v.case_id} ({v.form}): {v.verdict.split(': ', 1)[-1]}")
+        crit = _criteria_line(first["measurements"])
+        if crit:
+            lines.append("  " + crit)
     lines.append(f"weights bit-identical afterwards: {'yes' if report['weights_unchanged'] else 'NO'}; "
                  f"wall time {report['wall_seconds']:.1f} s")
     if report.get("files"):

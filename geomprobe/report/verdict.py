@@ -10,7 +10,12 @@ takes the JSON dict as well as the dataclass).
 Measurement fields the rules read (see :data:`MEASUREMENT_FIELDS` for the full list):
 
 * ``success_after`` / ``success_before`` — share of the form's prompts on which the edit's target wins
-  after / before the edit (``prob`` protocol: ``P(target_new) > P(target_true)``, length-normalised);
+  after / before the edit (``prob`` protocol, length-normalised), by the record's ``criterion``
+  (:data:`CRITERIA`): ``beats-true`` — ``P(target_new) > P(target_true)``; ``beats-greedy`` — a request without
+  a ``target_true`` is compared with ``true_target``, the unedited model's own greedy answer taken before the
+  edit; ``prob>0.5`` — neither exists: ``P(target_new) > 0.5``;
+* ``not_evaluated`` — why a form could not be evaluated (e.g. its relation has no question templates), None
+  when it was;
 * ``decl_success_after`` — the same share on the declarative edit prompt of the request;
 * ``rho`` (ρ) and ``rho_rel`` (ρ/‖h‖) — tolerance radius of the optimised value on the declarative edit
   prompt, residual-norm units at the last edit layer L; ``value_predicts`` — whether the unperturbed
@@ -72,6 +77,13 @@ rule id                     fires when (on a form's record)
 
 A failing record with none of the causal rules firing gets ``unexplained`` (no rule matches its numbers).
 
+**Missing values are never failures.**  A rule whose inputs are missing (None / NaN) does not fire: a form fails
+only on a measured ``success_after`` below ``FORM_SUCCESS``, ``decl-failed`` needs a measured
+``decl_success_after`` below it, ``value-not-reached`` a ``value_predicts`` that is False (not unknown).  A record
+whose ``success_after`` is missing gets the single pseudo-rule ``not-evaluable`` (status ``not-evaluable``, not
+ok and not failing), with the reason from ``not_evaluated``: *"not evaluated on the question form: relation
+'official language' has no question templates and the request no queries of that form"*.
+
 Remedies as commands: each rule's :class:`Fix` entries name values measured for this case, computed by
 :func:`remedy_values` (``WRITE_SHARE``, ``VALUE_STEPS_FACTOR``, ``VALUE_CLAMP_FACTOR`` are named constants):
 
@@ -121,6 +133,16 @@ MEASUREMENT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Measurement))
 #: Fields of a verdict record (JSON ``verdicts[i]``; :class:`~geomprobe.report.records.Verdict`).
 VERDICT_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Verdict))
 
+#: The success criteria a record can be decided by (``criterion``; names as in :data:`geomprobe.evaluate.CRITERIA`),
+#: as the verdict sentence states them.
+CRITERIA: dict[str, str] = {
+    "beats-true": "the target beats the request's target_true",
+    "beats-greedy": "the target beats the unedited model's own answer (no target_true in the request)",
+    "prob>0.5": "P(target) > 0.5 (no target_true in the request and no usable answer of the unedited model)",
+}
+#: Pseudo-rule of a record whose success is not measured (no rule reads it, no verdict counts it as failing).
+NOT_EVALUABLE = "not-evaluable"
+
 _COVARIANCE_RULES = ("covariance", "projection", "rank-one")
 #: The isotropic-update (IGA) editor with the same value optimisation, per covariance editor.
 ISOTROPIC_EDITOR: dict[str, str] = {"memit": "rose-no-hki", "memit-merge": "rose-no-hki", "alphaedit": "rose-no-hki",
@@ -142,13 +164,41 @@ def _num(m: Mapping[str, Any], key: str) -> float | None:
 
 
 def _fails(m, t) -> bool:
+    """A *measured* success below the threshold (a missing one is not a failure)."""
     s = _num(m, "success_after")
-    return s is None or s < t["FORM_SUCCESS"]
+    return s is not None and s < t["FORM_SUCCESS"]
+
+
+def _succeeds(m, t) -> bool:
+    s = _num(m, "success_after")
+    return s is not None and s >= t["FORM_SUCCESS"]
 
 
 def _decl_ok(m, t) -> bool:
     s = _num(m, "decl_success_after")
     return s is not None and s >= t["FORM_SUCCESS"]
+
+
+def _decl_fails(m, t) -> bool:
+    s = _num(m, "decl_success_after")
+    return s is not None and s < t["FORM_SUCCESS"]
+
+
+def _is_false(m, key: str) -> bool:
+    """``m[key]`` is measured and false (None: unknown, never read as False)."""
+    v = m.get(key)
+    return v is not None and not (isinstance(v, float) and math.isnan(v)) and not bool(v)
+
+
+def _is_true(m, key: str) -> bool:
+    """``m[key]`` is measured and true (None / NaN: unknown)."""
+    v = m.get(key)
+    return v is not None and not (isinstance(v, float) and math.isnan(v)) and bool(v)
+
+
+def evaluable(m: Mapping[str, Any]) -> bool:
+    """Whether the record's success was measured (else it is ``not-evaluable``)."""
+    return _num(m, "success_after") is not None
 
 
 def _is_decl(m) -> bool:
@@ -292,14 +342,14 @@ _SWITCH_FIX = Fix("edit layers {switch_layers_text} (the subject switch rate pea
 
 RULES: tuple[Rule, ...] = (
     Rule("ok", "success_after >= FORM_SUCCESS",
-         lambda m, t: not _fails(m, t),
-         "succeeds on the {form} form (target wins on {success_after:.0%} of its prompts)", "",
+         lambda m, t: _succeeds(m, t),
+         "succeeds on the {form} form ({wins_text})", "",
          ("success_after",)),
     Rule("already-true", "ok and success_before >= FORM_SUCCESS",
-         lambda m, t: not _fails(m, t) and (_num(m, "success_before") or 0.0) >= t["FORM_SUCCESS"],
+         lambda m, t: _succeeds(m, t) and (_num(m, "success_before") or 0.0) >= t["FORM_SUCCESS"],
          "the target already won there before the edit ({success_before:.0%})", "", ("success_before",)),
     Rule("value-not-reached", "declarative form fails and the optimised value does not predict the target",
-         lambda m, t: _fails(m, t) and _is_decl(m) and not m.get("value_predicts"),
+         lambda m, t: _fails(m, t) and _is_decl(m) and _is_false(m, "value_predicts"),
          "the edit did not take: the optimised value itself does not predict the target (ρ = 0)",
          "optimise the value longer or with a larger clamp (value_steps, value_clamp), or edit other layers",
          ("value_predicts", "rho"),
@@ -310,7 +360,7 @@ RULES: tuple[Rule, ...] = (
               numbers=("value_steps", "value_steps_run", "value_clamp", "value_norm_rel")),
           _SWITCH_FIX)),
     Rule("not-written", "declarative form fails although the optimised value predicts the target",
-         lambda m, t: _fails(m, t) and _is_decl(m) and bool(m.get("value_predicts")),
+         lambda m, t: _fails(m, t) and _is_decl(m) and _is_true(m, "value_predicts"),
          "the edit did not take: the value predicts the target (ρ = {rho:.3g}) but the update did not write it",
          "lower λ (covariance rules) or α, or spread the edit over more layers", ("value_predicts", "rho"),
          (Fix("lower λ: λ = {lam:g} writes {written_share:.0%} of R along this key (kᵀC⁻¹k = {kck:.4g}); "
@@ -320,7 +370,7 @@ RULES: tuple[Rule, ...] = (
               "α = {alpha_target:.3g} writes {WRITE_SHARE:.0%}", ("alpha_target",),
               sets=(("alpha", "alpha_target"),), numbers=("alpha", "key_norm", "alpha_share")))),
     Rule("decl-failed", "a question/instruction form fails and the declarative form fails too",
-         lambda m, t: _fails(m, t) and not _is_decl(m) and not _decl_ok(m, t),
+         lambda m, t: _fails(m, t) and not _is_decl(m) and _decl_fails(m, t),
          "the edit did not take on the declarative form either", "fix the declarative edit first (see its verdict)",
          ("decl_success_after",)),
     Rule("drift-exceeds-tolerance", "form fails, declarative succeeds, delta > rho",
@@ -360,7 +410,7 @@ RULES: tuple[Rule, ...] = (
               "disambiguate them in the prompt", ("collision_subject",)),)),
 )
 
-RULE_IDS: tuple[str, ...] = tuple(r.id for r in RULES) + ("unexplained",)
+RULE_IDS: tuple[str, ...] = tuple(r.id for r in RULES) + ("unexplained", NOT_EVALUABLE)
 _BY_ID = {r.id: r for r in RULES}
 
 
@@ -395,7 +445,26 @@ def _fmt_values(m: Mapping[str, Any], extra: Mapping[str, Any] = ()) -> _Fmt:
     vals["key_norm_sq"] = kn ** 2 if kn is not None else _NA()
     el = m.get("edit_layers")
     vals["edit_layers_text"] = (f"{el[0]}-{el[-1]}" if len(el) > 1 else str(el[0])) if el else _NA()
+    vals["wins_text"] = wins_text(m)
     return vals
+
+
+def wins_text(m: Mapping[str, Any], key: str = "success_after") -> str:
+    """``target wins on 100% of its prompts``, worded by the record's criterion (:data:`CRITERIA`)."""
+    s = _num(m, key)
+    share = "n/a" if s is None else f"{s:.0%}"
+    crit, true = m.get("criterion"), m.get("true_target")
+    if crit == "beats-greedy":
+        answer = f" {true!r}" if true else ""
+        return f"target beats the unedited model's own answer{answer} on {share} of its prompts; no target_true"
+    if crit == "prob>0.5":
+        return f"P(target) > 0.5 on {share} of its prompts; no target_true to compare with"
+    return f"target wins on {share} of its prompts"
+
+
+def not_evaluated_reason(m: Mapping[str, Any]) -> str:
+    """Why a record is ``not-evaluable`` (its ``not_evaluated`` text, else the missing measurement)."""
+    return str(m.get("not_evaluated") or "its success was not measured (success_after is missing)")
 
 
 def fired(measurement: Measurement | Mapping[str, Any], thresholds: Mapping[str, float] | None = None) -> list[str]:
@@ -403,6 +472,8 @@ def fired(measurement: Measurement | Mapping[str, Any], thresholds: Mapping[str,
     failing record matches no causal rule)."""
     m = _mapping(measurement)
     t = {**THRESHOLDS, **(thresholds or {})}
+    if not evaluable(m):
+        return [NOT_EVALUABLE]
     ids = [r.id for r in RULES if r.fires(m, t)]
     if not ids:
         ids = ["unexplained"]
@@ -413,7 +484,10 @@ def judge(measurement: Measurement | Mapping[str, Any], thresholds: Mapping[str,
           run: Run | None = None) -> Verdict:
     """The verdict on one measurement record (a :class:`Measurement` or its JSON dict).
 
-    ``verdict`` is ``"<ok|fails> on the <form> form: <fragments of the fired rules joined by '; '>"``.
+    ``verdict`` is ``"succeeds on the <form> form (<wins>)[; <fragments>]"`` or ``"fails on the <form> form:
+    <fragments of the fired rules joined by '; '>"`` (the criterion in parentheses after the form when it is not
+    the request's target_true), or ``"not evaluated on the <form> form: <reason>"`` for a record whose success
+    was not measured (status ``not-evaluable``; ``ok`` is False but nothing counts it as a failure).
     ``remedies`` name the values measured for this case (:class:`Fix`, falling back to the rule's general
     remedy); with ``run`` (the :class:`~geomprobe.report.records.Run` that produced the record),
     ``remedy_commands`` holds the ``geomprobe diagnose`` command line of each remedy that has one, the run's own
@@ -422,6 +496,14 @@ def judge(measurement: Measurement | Mapping[str, Any], thresholds: Mapping[str,
     m = _mapping(measurement)
     t = {**THRESHOLDS, **(thresholds or {})}
     ids = fired(m, t)
+    label = m.get("label") or (f"{m.get('subject')} · {m.get('relation')}" if m.get("subject") is not None else None)
+    if ids == [NOT_EVALUABLE]:
+        form = m.get("form") or "?"
+        return Verdict(editor=m.get("editor"), case_id=m.get("case_id"), label=label, subject=m.get("subject"),
+                       relation=m.get("relation"), form=form, ok=False, rules=(NOT_EVALUABLE,),
+                       verdict=f"not evaluated on the {form} form: {not_evaluated_reason(m)}", remedies=(),
+                       remedy_commands=(), numbers={"success_after": None, "n_prompts": m.get("n_prompts")},
+                       thresholds=dict(t), status=NOT_EVALUABLE, criterion=m.get("criterion"))
     ok = "ok" in ids
     rv = remedy_values(m, t)
     vals = _fmt_values(m, {**rv, **t})
@@ -457,11 +539,15 @@ def judge(measurement: Measurement | Mapping[str, Any], thresholds: Mapping[str,
         head = _BY_ID["ok"].says.format_map(vals)
         sentence = head + ("; " + "; ".join(parts) if parts else "")
     else:
-        sentence = f"fails on the {form} form: " + "; ".join(parts)
-    label = m.get("label") or (f"{m.get('subject')} · {m.get('relation')}" if m.get("subject") is not None else None)
+        crit = "" if m.get("criterion") in (None, "beats-true") else f" ({wins_text(m)})"
+        sentence = f"fails on the {form} form{crit}: " + "; ".join(parts)
+    for k in ("criterion", "true_target"):
+        if m.get(k) is not None:
+            numbers[k] = m.get(k)
     return Verdict(editor=m.get("editor"), case_id=m.get("case_id"), label=label, subject=m.get("subject"),
                    relation=m.get("relation"), form=form, ok=ok, rules=tuple(ids), verdict=sentence,
-                   remedies=tuple(remedies), remedy_commands=tuple(commands), numbers=numbers, thresholds=dict(t))
+                   remedies=tuple(remedies), remedy_commands=tuple(commands), numbers=numbers, thresholds=dict(t),
+                   status="ok" if ok else "fails", criterion=m.get("criterion"))
 
 
 def judge_all(measurements, thresholds: Mapping[str, float] | None = None, run: Run | None = None) -> list[Verdict]:
@@ -473,7 +559,8 @@ def rules_table() -> list[dict[str, str]]:
     return [{"id": r.id, "when": r.when, "says": r.says, "remedy": r.remedy} for r in RULES]
 
 
-__all__ = ["AMPLIFICATION", "COLLISION", "CONFLICT", "FORM_SUCCESS", "Fix", "HKI_EDITOR", "ISOTROPIC_EDITOR",
+__all__ = ["AMPLIFICATION", "COLLISION", "CONFLICT", "CRITERIA", "FORM_SUCCESS", "NOT_EVALUABLE", "evaluable",
+           "not_evaluated_reason", "wins_text", "Fix", "HKI_EDITOR", "ISOTROPIC_EDITOR",
            "MEASUREMENT_FIELDS", "Measurement", "RHO_REL_SMALL", "RULES", "RULE_IDS", "Rule", "Run", "THRESHOLDS",
            "VALUE_CLAMP_FACTOR", "VALUE_STEPS_FACTOR", "VERDICT_FIELDS", "Verdict", "WRITE_SHARE", "fired", "judge",
            "judge_all", "remedy_values", "rules_table"]

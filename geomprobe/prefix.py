@@ -1,0 +1,159 @@
+"""Prefix caching: re-run only what a change at (block L, subject's last token) can change.
+
+A vector added to the residual stream after block ``L`` at column ``s`` changes nothing at columns ``< s``
+(attention is causal) and nothing before block ``L + 1``.  For a left-padded batch whose rows' injection
+columns are all ``>= P`` (``P`` = the smallest of them) a perturbed forward therefore needs
+
+* the keys/values of columns ``[0, P)`` at every block — unperturbed, computed once (the model's own cache);
+* the residual after block ``L`` at columns ``[P, seq)`` — unperturbed, computed once;
+* per perturbation: blocks ``L + 1 ..`` on columns ``[P, seq)`` only, attending to the cached prefix, and the
+  LM head only where it is scored.
+
+:func:`prepare` builds a :class:`Suffix` once; :func:`run` answers each perturbed forward.  Both are exact:
+equal to the full forward with :func:`geomprobe.hooks.add_to_residual` up to float rounding (tested on every
+tiny architecture and under left padding).  Rows whose injection column lies after ``P`` recompute a few
+unperturbed columns; sorting rows by ``seq - subject_last`` before chunking (:func:`suffix_chunks`) keeps that
+small.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+from transformers import DynamicCache
+
+from .hooks import _hook, read, resume_from
+from .positions import Batch
+
+if TYPE_CHECKING:
+    from .models.load import LM
+
+__all__ = ["Suffix", "prepare", "run", "suffix_chunks"]
+
+
+@dataclass(frozen=True)
+class Suffix:
+    """What a perturbed forward of one left-padded batch reuses.
+
+    Attributes:
+        layer: perturbations enter after block ``layer``.
+        start: ``P``, the first column that is re-run (every row's injection column is ``>= P``).
+        input_ids, position_ids: (rows, W) the re-run columns ``[P, seq)``.
+        attention_mask: (rows, P + W) the whole mask (cached prefix and re-run columns).
+        hidden: (rows, W, d) residual after block ``layer`` at the re-run columns, model dtype, layer's device.
+        kv: per block, the prefix's (key, value) states (empty when ``start == 0``).
+        inject: (rows,) the injection column of each row, counted from ``start``.
+    """
+
+    layer: int
+    start: int
+    input_ids: torch.Tensor
+    position_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    hidden: torch.Tensor
+    kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    inject: torch.Tensor
+
+    @property
+    def width(self) -> int:
+        return self.input_ids.shape[1]
+
+
+def suffix_chunks(batch: Batch, positions: torch.Tensor, size: int) -> list[torch.Tensor]:
+    """Row indices in micro-batches of at most ``size``, grouped by suffix length ``seq - position``
+    (left padding aligns row ends, so rows of one chunk share most of their re-run columns)."""
+    suffix = batch.input_ids.shape[1] - positions.cpu()
+    order = torch.argsort(suffix, stable=True)
+    return list(order.split(size))
+
+
+def _prefix_kv(lm: "LM", batch: Batch, start: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """Keys/values of columns ``[0, start)`` at every block: one forward of the prefix, the model's own cache."""
+    if start == 0:
+        return ()
+    body = lm.model.get_decoder() if hasattr(lm.model, "get_decoder") else lm.model.base_model
+    dev = lm.input_device
+    cache = DynamicCache(config=lm.model.config)
+    body(input_ids=batch.input_ids[:, :start].to(dev), attention_mask=batch.attention_mask[:, :start].to(dev),
+         position_ids=batch.position_ids[:, :start].to(dev), cache=cache, use_cache=True)
+    return tuple((layer.keys, layer.values) for layer in cache.layers)
+
+
+def prepare(lm: "LM", batch: Batch, layer: int, positions: torch.Tensor,
+            hidden: torch.Tensor | None = None) -> Suffix:
+    """Everything a perturbed forward of ``batch`` reuses (no gradient).
+
+    Args:
+        batch: left-padded rows.
+        layer: perturbations enter after block ``layer``.
+        positions: (rows,) injection column of each row (e.g. ``batch.subject_last``).
+        hidden: (rows, seq, d) residual after block ``layer`` if already read (else one forward reads it).
+    """
+    start = int(positions.min())
+    with torch.no_grad():
+        if hidden is None:
+            with read(lm, [layer], ("resid",), stop=True) as r:
+                lm.forward(batch.to(lm.input_device))
+            hidden = r["resid"][layer]
+        kv = _prefix_kv(lm, batch, start)
+    return Suffix(layer, start, batch.input_ids[:, start:], batch.position_ids[:, start:], batch.attention_mask,
+                  hidden[:, start:], kv, (positions - start).to(hidden.device))
+
+
+def _cache(lm: "LM", kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]) -> DynamicCache | None:
+    if not kv:
+        return None
+    cache = DynamicCache(config=lm.model.config)
+    for i, (k, v) in enumerate(kv):
+        cache.update(k, v, i)
+    return cache
+
+
+@contextmanager
+def _head_at(lm: "LM", cols: torch.Tensor | None) -> Iterator[None]:
+    """Run the LM head only at ``cols`` (rows, k): per-row columns of the re-run part."""
+    if cols is None:
+        yield
+        return
+
+    def on_head(mod, args):
+        x = args[0]
+        idx = cols.to(x.device)[..., None].expand(-1, -1, x.shape[-1])
+        return (x.gather(1, idx), *args[1:])
+
+    with ExitStack() as stack:
+        _hook(stack, lm.model.get_output_embeddings(), on_head, pre=True)
+        yield
+
+
+def run(lm: "LM", sfx: Suffix, rows: torch.Tensor | None = None, add: torch.Tensor | None = None,
+        head: torch.Tensor | None = None, replace: torch.Tensor | None = None) -> torch.Tensor:
+    """Logits of a perturbed forward, re-running blocks ``layer + 1 ..`` on the suffix columns only.
+
+    Args:
+        rows: which rows of ``sfx`` to run (all when None).
+        add: (rows, d) vector added to the residual after block ``layer`` at each row's injection column
+            (may require grad; the graph is kept).
+        replace: (rows, W, d) the residual after block ``layer`` at the re-run columns, used instead of
+            ``sfx.hidden`` (e.g. another model state's); ``add`` is added on top.
+        head: (rows, k) columns (counted from ``sfx.start``) where the LM head runs; all columns when None.
+
+    Returns:
+        (rows, k or W, vocab) logits.
+    """
+    sel = slice(None) if rows is None else rows
+    hidden = sfx.hidden[sel] if replace is None else replace
+    if add is not None:
+        r = torch.arange(len(hidden), device=hidden.device)
+        bump = torch.zeros(hidden.shape, device=hidden.device, dtype=add.dtype).index_put(
+            (r, sfx.inject[sel].to(hidden.device)), add.to(hidden.device))
+        hidden = hidden + bump.to(hidden.dtype)
+    kv = tuple((k[sel], v[sel]) for k, v in sfx.kv)
+    dev = lm.input_device
+    with resume_from(lm, sfx.layer + 1, hidden), _head_at(lm, head):
+        out = lm.model(input_ids=sfx.input_ids[sel].to(dev), attention_mask=sfx.attention_mask[sel].to(dev),
+                       position_ids=sfx.position_ids[sel].to(dev), cache=_cache(lm, kv), use_cache=bool(kv))
+    return out.logits

@@ -1,0 +1,93 @@
+"""Prefix caching (geomprobe.prefix) equals the full forward on every tiny architecture, under left padding."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+import geomprobe as gp
+from geomprobe import prefix
+from geomprobe.data.forms import render
+from geomprobe.editors.config import ValueConfig
+from geomprobe.editors.value import optimize_values
+from geomprobe.hooks import active_hooks, add_to_residual
+from geomprobe.positions import tokenize
+from tiny import KINDS
+
+# rows of different lengths and subject positions: left padding, injection columns 0..seq-1 apart
+PROMPTS = [("the capital of {} is", "france"), ("{} is a", "paris"),
+           ("what is the capital city of the country {} ?", "france"), ("{}", "rome")]
+LAYER = 1
+
+
+def _batch(lm):
+    return tokenize(lm.tokenizer, [render(t, s, "declarative") for t, s in PROMPTS], padding_side="left")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_suffix_forward_equals_full_forward(tiny_lms, kind):
+    lm = tiny_lms[kind]
+    b = _batch(lm)
+    vec = torch.randn(len(PROMPTS), lm.d_model, generator=torch.Generator().manual_seed(0)) * 3
+    with torch.no_grad(), add_to_residual(lm, LAYER, b.subject_last, vec):
+        full = lm.forward(b)
+    sfx = prefix.prepare(lm, b, LAYER, b.subject_last)
+    assert sfx.start == int(b.subject_last.min()) and sfx.start > 0  # something is cached
+    with torch.no_grad():
+        part = prefix.run(lm, sfx, add=vec)
+    real = b.attention_mask[:, sfx.start:].bool()
+    torch.testing.assert_close(part[real], full[:, sfx.start:][real], atol=1e-5, rtol=1e-5)
+    # the perturbation matters (the comparison could fail): without it the logits differ
+    with torch.no_grad():
+        plain = prefix.run(lm, sfx)
+    assert (plain[real] - part[real]).abs().max() > 1e-3
+    assert active_hooks(lm.model) == 0
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama", "qwen2", "gemma2", "phi3"])
+def test_suffix_gradient_and_head_columns_equal_full(tiny_lms, kind):
+    lm = tiny_lms[kind]
+    b = _batch(lm)
+    vec = torch.randn(len(PROMPTS), lm.d_model, generator=torch.Generator().manual_seed(1))
+    last = b.input_ids.shape[1] - 1
+
+    v1 = vec.clone().requires_grad_(True)
+    with add_to_residual(lm, LAYER, b.subject_last, v1):
+        full = lm.forward(b)[:, last]
+    (g_full,) = torch.autograd.grad(full.logsumexp(-1).sum(), v1)
+
+    sfx = prefix.prepare(lm, b, LAYER, b.subject_last)
+    v2 = vec.clone().requires_grad_(True)
+    head = torch.full((len(PROMPTS), 1), last - sfx.start)
+    part = prefix.run(lm, sfx, add=v2, head=head)[:, 0]
+    (g_part,) = torch.autograd.grad(part.logsumexp(-1).sum(), v2)
+    torch.testing.assert_close(part, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(g_part, g_full, atol=1e-5, rtol=1e-4)
+
+
+def test_rows_expand_one_prompt(tiny_lms):
+    """Repeating one prompt's rows (the tolerance probe's trials) equals running each trial alone."""
+    lm = tiny_lms["llama"]
+    b = tokenize(lm.tokenizer, [render("the capital of {} is", "france", "declarative")])
+    sfx = prefix.prepare(lm, b, LAYER, b.subject_last)
+    noise = torch.randn(3, lm.d_model, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        many = prefix.run(lm, sfx, rows=torch.zeros(3, dtype=torch.long), add=noise)
+        for i in range(3):
+            with add_to_residual(lm, LAYER, b.subject_last, noise[i:i + 1]):
+                one = lm.forward(b)[:, sfx.start:]
+            torch.testing.assert_close(many[i:i + 1], one, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode", ["per-request", "joint"])
+def test_value_optimisation_same_with_and_without_prefix_cache(tiny_lms, mode):
+    lm = tiny_lms["qwen2"]
+    reqs = [gp.EditRequest("france", "capital", "the capital of {} is", "rome", case_id="a"),
+            gp.EditRequest("france", "language", "the language of {} is", "paris", case_id="b"),
+            gp.EditRequest("rome", "capital", "what is the capital city of the country {} ?", "france", case_id="c")]
+    cfg = ValueConfig(steps=4, contexts="none", ref_rms=0)
+    on = optimize_values(lm, reqs, LAYER, mode, cfg)
+    off = optimize_values(lm, reqs, LAYER, mode, replace(cfg, prefix_cache=False))
+    assert on.delta.abs().max() > 0
+    torch.testing.assert_close(on.delta, off.delta, atol=1e-5, rtol=1e-4)
+    assert on.losses == pytest.approx(off.losses, rel=1e-5)
