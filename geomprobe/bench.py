@@ -11,6 +11,11 @@ Sections (``--only``):
 * ``hki`` — RoSE's HKI value optimisation on the built-in batch (one subject, 4 relations) with vs without
   prefix caching (:mod:`geomprobe.prefix`): seconds per request, ratio (target ≥ 3×) and the largest
   difference of the optimised δ relative to its norm (exactness).
+* ``evaluation`` — the main table's evaluation (``prob``, ``token_acc``, ``gen`` on every form, locality
+  reference included) of the built-in batch with vs without shared-prefix forwards (:mod:`geomprobe.shared`):
+  seconds per prompt, ratio (target ≥ 2×) and the largest difference of any metric value (exactness).
+* ``catalogue`` — the catalogue's wall time per figure, read from ``figures/run.json`` (what the last
+  ``geomprobe figures`` run measured; nothing is re-run).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-SECTIONS = ("covariance", "editors", "tolerance", "hki")
+SECTIONS = ("covariance", "editors", "tolerance", "hki", "evaluation", "catalogue")
 
 
 def _first_per_subject(requests, n: int):
@@ -92,6 +97,37 @@ def bench_hki(lm, requests, steps: int | None = None) -> dict[str, Any]:
     return out
 
 
+def bench_evaluation(lm, requests, max_new_tokens: int = 4) -> dict[str, Any]:
+    """The unedited model's evaluation of ``requests`` with vs without shared-prefix forwards, same settings."""
+    from . import shared
+    from .evaluate import evaluate, reference_predictions
+
+    out: dict[str, Any] = {"n_requests": len(requests)}
+    frames = {}
+    for on in (False, True):
+        with shared.enabled(on):
+            t0 = time.perf_counter()
+            ref = reference_predictions(lm, requests)
+            frames[on] = evaluate(lm, requests, reference=ref, generation=True, max_new_tokens=max_new_tokens)
+            out["shared_s" if on else "plain_s"] = time.perf_counter() - t0
+    a, b = frames[False], frames[True]
+    keys = [c for c in a.columns if c != "value"]
+    m = a.merge(b, on=keys, suffixes=("_plain", "_shared"))
+    out["n_rows"] = len(a)
+    out["n_prompts"] = int(a.groupby(["request", "form", "prompt_idx"]).ngroups)
+    out["max_value_diff"] = float((m["value_plain"] - m["value_shared"]).abs().max())
+    out["ratio"] = out["plain_s"] / out["shared_s"]
+    return out
+
+
+def bench_catalogue(run_json: Path = Path("figures/run.json")) -> list[dict[str, Any]]:
+    """Per figure id: wall seconds of the last catalogue run (``figures/run.json``)."""
+    if not Path(run_json).is_file():
+        return []
+    data = json.loads(Path(run_json).read_text("utf-8"))
+    return [{"id": f["id"], "seconds": float(f.get("seconds") or 0)} for f in data.get("figures", [])]
+
+
 def run_bench(model: str = "smollm2-135m", requests: str = "same-subject", only: Sequence[str] = SECTIONS,
               out: Path | None = None, device: str | None = None, n_subjects: int = 10) -> dict[str, Any]:
     from . import editors
@@ -147,6 +183,25 @@ def run_bench(model: str = "smollm2-135m", requests: str = "same-subject", only:
         print(f"HKI value optimisation, {n} requests / 1 subject, {h['steps']} steps: full forward "
               f"{h['full_s'] / n:.1f} s/request vs prefix-cached {h['cached_s'] / n:.1f} s/request -> "
               f"{h['ratio']:.2f}x (target >= 3x); |δ_full − δ_cached| / |δ| = {h['max_rel_delta_diff']:.1e}")
+    if "evaluation" in only:
+        subject = next(s for s in dict.fromkeys(r.subject for r in reqs) if sum(r.subject == s for r in reqs) >= 4)
+        batch = [r for r in reqs if r.subject == subject][:4]
+        ev = bench_evaluation(lm, batch)
+        report["evaluation"] = ev
+        n = ev["n_prompts"]
+        print(f"evaluation, {ev['n_requests']} requests, {n} prompts (prob, token_acc, gen; locality reference "
+              f"included): plain {1e3 * ev['plain_s'] / n:.0f} ms/prompt vs shared prefix "
+              f"{1e3 * ev['shared_s'] / n:.0f} ms/prompt -> {ev['ratio']:.2f}x (target >= 2x); largest metric "
+              f"difference {ev['max_value_diff']:.1e}")
+    if "catalogue" in only:
+        cat = bench_catalogue()
+        report["catalogue"] = cat
+        if cat:
+            total = sum(c["seconds"] for c in cat)
+            print(f"catalogue (last `geomprobe figures` run, figures/run.json): {total / 60:.1f} min in all; "
+                  + ", ".join(f"{c['id']} {c['seconds']:.0f} s" for c in sorted(cat, key=lambda c: -c["seconds"])))
+        else:
+            print("catalogue: no figures/run.json here; run `geomprobe figures` first")
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)
         (Path(out) / "bench.json").write_text(json.dumps(report, indent=1, default=str))

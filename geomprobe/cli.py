@@ -57,6 +57,22 @@ def _relations(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("templates")
+def _templates(args: argparse.Namespace) -> int:
+    from . import templates_cmd
+    from .data import load_requests
+
+    reqs = load_requests(args.requests)
+    lm = None
+    if args.model:
+        from .models import load_model
+
+        lm = load_model(args.model, **({"device": args.device} if args.device else {}))
+    result = templates_cmd.run(reqs, args.out, lm)
+    print(templates_cmd.summary(result))
+    return 0
+
+
 @command("editors")
 def _editors(args: argparse.Namespace) -> int:
     from .editors import EDITORS, PRESETS
@@ -206,22 +222,39 @@ def _figures(args: argparse.Namespace) -> int:
 
 @command("diagnose")
 def _diagnose(args: argparse.Namespace) -> int:
+    from .report.common import IMPORTED_NAME, check_edited
     from .report.diagnose import diagnose
     from .report.render import summary_diagnose
 
-    report = diagnose(args.model, args.requests, editor=args.editor, out=args.out, overrides=args.overrides,
-                      trials=args.trials, device=args.device, dtype=args.dtype, log=_log)
+    if args.edited is None:
+        if args.name is not None:
+            raise GeomprobeError("--name names an edit made elsewhere; pass it with --edited PATH")
+        report = diagnose(args.model, args.requests, editor=args.editor, out=args.out, overrides=args.overrides,
+                          trials=args.trials, device=args.device, dtype=args.dtype, log=_log)
+    else:  # an edit made elsewhere: checked here, before the model loads
+        if getattr(args, "editor_given", False):
+            raise GeomprobeError("--editor and --edited exclude each other: diagnose one editor, or one edit made "
+                                 "elsewhere (`geomprobe compare --editors ... --edited NAME=PATH` runs both)")
+        if args.overrides:
+            raise GeomprobeError(f"--layers / --set ({', '.join(args.overrides)}) configure an editor; an edit made "
+                                 "elsewhere (--edited) brings its own layers and settings")
+        name = args.name or IMPORTED_NAME
+        check_edited({name: args.edited})
+        report = diagnose(args.model, args.requests, out=args.out, edited=args.edited, name=name,
+                          trials=args.trials, device=args.device, dtype=args.dtype, log=_log)
     print("\n".join(summary_diagnose(report)))
     return 0
 
 
 @command("compare")
 def _compare(args: argparse.Namespace) -> int:
+    from .report.common import check_edited, parse_edited
     from .report.compare import compare
     from .report.render import summary_compare
 
-    report = compare(args.model, args.requests, editors=args.editor_list, out=args.out, overrides=args.overrides,
-                     trials=args.trials, device=args.device, dtype=args.dtype, log=_log)
+    edited = check_edited(parse_edited(args.edited or ()), editors=args.editor_list)  # before the model loads
+    report = compare(args.model, args.requests, editors=args.editor_list, out=args.out, edited=edited,
+                     overrides=args.overrides, trials=args.trials, device=args.device, dtype=args.dtype, log=_log)
     print("\n".join(summary_compare(report)))
     return 0
 
@@ -251,6 +284,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {' '.join(message.split())} (see `{self.prog} --help`)\n")
 
 
+class _Given(argparse.Action):
+    """Stores the value and records that the option was given (``args.<dest>_given``), so a default can be told
+    apart from the same value given explicitly."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_given", True)
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` after every option's help, except where the help already says it or there is none."""
 
@@ -266,12 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="no progress bars or status lines (also: GEOMPROBE_QUIET=1)")
+    common.add_argument("--templates", default=argparse.SUPPRESS, metavar="FILE",
+                        help="reviewed template pools (as `geomprobe templates` writes them) used everywhere")
     p = _Parser(prog="geomprobe", description="Geometric diagnostics of knowledge editing in LLMs.",
                                 epilog="`geomprobe COMMAND --help` for a command's options.", **fmt)
     p.add_argument("-q", "--quiet", action="store_true", default=False,
                    help="no progress bars or status lines (also: GEOMPROBE_QUIET=1)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", dest="global_set",
                    help="editor option for edit/diagnose/compare, as their own --set (see `geomprobe editors`)")
+    p.add_argument("--templates", default=None, metavar="FILE",
+                   help="reviewed template pools (as `geomprobe templates` writes them) used everywhere: HKI's "
+                        "training templates and the question/instruction prompts of evaluation")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
     def add(name: str, help: str):
@@ -279,6 +326,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("models", "list the built-in models, their sizes and where they come from")
     add("relations", "list the relations with built-in template pools, one example per form")
+    tp = add("templates", "write the template pools of a request file's relations (train pool for HKI, held-out "
+                          "pool for evaluation, and where each comes from) to review and pass back with --templates")
+    tp.add_argument("--requests", required=True, help="request file (any supported layout)")
+    tp.add_argument("--out", default="templates.json", help="output JSON")
+    tp.add_argument("--model", default=None, help="instruction-tuned model that rewrites templates no rule covers "
+                                                  "(default: rules only; uncovered relations get a generic pool)")
+    tp.add_argument("--device", default=None, help="cpu, cuda, cuda:1... (default: CUDA when available, else CPU)")
     ed_ = add("editors", "list the editors and the editor options --set accepts, with types and defaults")
     ed_.add_argument("--model", default=None, help="show this model's preset values instead of the defaults "
                                                    "(a preset name, e.g. smollm2-135m; default: the defaults)")
@@ -329,10 +383,19 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--dtype", default=None, help=DTYPE_HELP)
     dg = add("diagnose", "why an edit fails: ρ, Δ, amplification, conflict, key cosines and a verdict per request "
                          "and form -> report.html/.md/.json")
-    dg.add_argument("--editor", default="memit", help=EDITOR_HELP)
+    dg.add_argument("--editor", default="memit", action=_Given, help=EDITOR_HELP)
+    dg.add_argument("--edited", default=None, metavar="PATH",
+                    help="diagnose an edit made elsewhere instead of an editor: its saved weights (a save_pretrained "
+                         "directory, a .safetensors/.pt/.bin state dict, or a {layer: ΔW} file); --model is the "
+                         "unedited model, --requests the requests it wrote (default: none, run --editor)")
+    dg.add_argument("--name", default=None, help="the --edited edit's name in the report (default: imported)")
     cp = add("compare", "the same requests through several editors, side by side -> report.html/.md/.json")
     cp.add_argument("--editors", default="memit,memit-merge,alphaedit,rose",
                     help="comma-separated editor names (see `geomprobe editors`)")
+    cp.add_argument("--edited", action="append", default=None, metavar="NAME=PATH",
+                    help="an edit made elsewhere to compare beside the editors, repeatable: NAME (not an editor's "
+                         "name) labels it, PATH is its saved weights as for `diagnose --edited`; --model is the "
+                         "unedited model (default: none)")
     for q, default_out in ((dg, "geomprobe-diagnose"), (cp, "geomprobe-compare")):
         q.add_argument("--model", required=True, help=MODEL_HELP)
         q.add_argument("--requests", required=True, help=REQUESTS_HELP)
@@ -357,6 +420,10 @@ def _prepare(args: argparse.Namespace) -> None:
     from .editors.options import check_editors, check_model, check_requests, parse_layers, parse_overrides
 
     cmd = args.cmd
+    if getattr(args, "templates", None):
+        from .data.forms import load_templates_file
+
+        load_templates_file(args.templates)
     if getattr(args, "model", None) and cmd != "editors" and not getattr(args, "replot", False):
         check_model(args.model)
     if getattr(args, "requests", None):

@@ -73,10 +73,11 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from .data.forms import RelationTemplates, Rendered, eval_prompts, relation_templates
+from . import shared
+from .data.forms import RelationTemplates, Rendered, eval_prompts, find_pool
 from .data.requests import EditRequest, Query
 from .errors import GeomprobeError
-from .positions import Batch, tokenize
+from .positions import tokenize
 from .scoring import token_logprobs, with_targets
 
 #: Forms evaluated by default, in table order.
@@ -308,7 +309,7 @@ def neighborhood_prompts(request: EditRequest, form: str, tokenizer: Any = None,
         return [_plain(t, "declarative") for t in raw]
     if form not in ("question", "instruction"):
         raise GeomprobeError(f"neighbourhood prompts have no form {form!r}; use declarative, question or instruction")
-    pool = (templates if templates is not None else relation_templates()).get(request.relation)
+    pool = find_pool(request.relation, request.prompt, templates)
     patterns = [request.prompt]
     if pool is not None:
         patterns += [pool.declarative, *(t for f, t in pool.train if f == "declarative")]
@@ -613,26 +614,48 @@ def token_f1(prediction: str, answer: str) -> float:
 
 def _score(lm: Any, prompts: list[Rendered], targets: list[str], batch_size: int
            ) -> tuple[list[float], list[int], list[int]]:
-    """Teacher-forced scores of ``targets`` after ``prompts``.
+    """Teacher-forced scores of ``targets`` after ``prompts`` (rows sharing a prompt prefix: :mod:`geomprobe.shared`).
 
     Returns:
         per prompt: summed target log-prob, number of target tokens, number of argmax hits.
     """
-    logp, n_tok, hits = [0.0] * len(prompts), [0] * len(prompts), [0] * len(prompts)
-    for chunk in _chunks([len(p.text) + len(t) for p, t in zip(prompts, targets)], batch_size):
-        tb = with_targets(lm.tokenizer, [prompts[k] for k in chunk], [targets[k] for k in chunk])
-        logits = lm.forward(tb.batch)
-        labels = tb.labels.to(logits.device)
-        mask = labels != -100
-        picked = logits[mask].float()  # (n_target_tokens, vocab): only scored positions are normalised
-        gold = labels[mask]
-        row = mask.nonzero()[:, 0]
-        lp = token_logprobs(picked, gold)
-        hit = (picked.argmax(-1) == gold).float()
-        lp_row = torch.zeros(len(chunk), device=lp.device).index_add_(0, row, lp)
-        hit_row = torch.zeros(len(chunk), device=lp.device).index_add_(0, row, hit)
-        for m, k in enumerate(chunk):
-            logp[k], n_tok[k], hits[k] = float(lp_row[m]), int(tb.n_target[m]), int(hit_row[m])
+    rows, labels = [], []
+    for s in range(0, len(prompts), _TOKENIZE_CHUNK):
+        tb = with_targets(lm.tokenizer, prompts[s:s + _TOKENIZE_CHUNK], targets[s:s + _TOKENIZE_CHUNK])
+        for ids, lab, m in zip(tb.batch.input_ids, tb.labels, tb.batch.attention_mask.bool()):
+            rows.append(ids[m].tolist())
+            labels.append(lab[m])
+    logp, n_tok, hits = _teacher_forced(lm, rows, labels, batch_size)
+    return logp, n_tok, [int(h) for h in hits]
+
+
+def _teacher_forced(lm: Any, rows: list[list[int]], labels: list[torch.Tensor], batch_size: int
+                    ) -> tuple[list[float], list[int], list[float]]:
+    """Per row: summed log-prob of its labelled tokens, their number, argmax hits.  ``labels[k]`` (len(rows[k]),)
+    holds at each position the next token to score there, -100 elsewhere."""
+    logp, n_tok, hits = [0.0] * len(rows), [0] * len(rows), [0.0] * len(rows)
+    pad = _pad_id(lm.tokenizer)
+    for group in shared.groups(rows, lm):
+        for chunk in _chunks([len(rows[k]) for k in group], batch_size):
+            ks = [group[c] for c in chunk]
+            first = min(int((labels[k] != -100).nonzero()[0]) for k in ks)  # the prefix ends before any score
+            P = shared.prefix_of([rows[k] for k in ks], first, lm)
+            logits, _, _, _ = shared.forward(lm, rows[ks[0]][:P], [rows[k][P:] for k in ks], pad, "right")
+            lab = torch.full(logits.shape[:2], -100, dtype=torch.long)
+            for m, k in enumerate(ks):
+                lab[m, :len(rows[k]) - P] = labels[k][P:]
+            lab = lab.to(logits.device)
+            mask = lab != -100
+            picked = logits[mask].float()  # (n_target_tokens, vocab): only scored positions are normalised
+            gold = lab[mask]
+            row = mask.nonzero()[:, 0]
+            lp = token_logprobs(picked, gold)
+            hit = (picked.argmax(-1) == gold).float()
+            lp_row = torch.zeros(len(ks), device=lp.device).index_add_(0, row, lp)
+            hit_row = torch.zeros(len(ks), device=lp.device).index_add_(0, row, hit)
+            n_row = mask.sum(1)
+            for m, k in enumerate(ks):
+                logp[k], n_tok[k], hits[k] = float(lp_row[m]), int(n_row[m]), float(hit_row[m])
     return logp, n_tok, hits
 
 
@@ -645,21 +668,6 @@ def _prompt_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return out
 
 
-def _pad(rows: list[list[int]], pad_id: int, side: str) -> Batch:
-    """A :class:`Batch` of token-id rows (no subject positions, no offsets)."""
-    n, width = len(rows), max(len(r) for r in rows)
-    ids = torch.full((n, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((n, width), dtype=torch.long)
-    for k, r in enumerate(rows):
-        sl = slice(0, len(r)) if side == "right" else slice(width - len(r), width)
-        ids[k, sl] = torch.tensor(r, dtype=torch.long)
-        mask[k, sl] = 1
-    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    last = torch.tensor([len(r) - 1 if side == "right" else width - 1 for r in rows])
-    return Batch(ids, mask, position_ids, torch.full((n,), -1, dtype=torch.long), last,
-                 torch.zeros((n, width, 2), dtype=torch.long))
-
-
 def _pad_id(tokenizer: Any) -> int:
     pad = tokenizer.pad_token_id
     return int(pad if pad is not None else (tokenizer.eos_token_id or 0))
@@ -669,45 +677,51 @@ def _forced_argmax(lm: Any, prompts: list[list[int]], conts: list[list[int]], ba
     """Argmax predictions at the continuation positions when ``prompt + cont`` is teacher-forced."""
     out: list[list[int]] = [[] for _ in prompts]
     todo = [k for k, c in enumerate(conts) if c]
-    for chunk in _chunks([len(prompts[k]) + len(conts[k]) for k in todo], batch_size):
-        ks = [todo[m] for m in chunk]
-        batch = _pad([prompts[k] + conts[k] for k in ks], _pad_id(lm.tokenizer), "right")
-        pred = lm.forward(batch).argmax(-1).cpu()
-        for m, k in enumerate(ks):
-            start = len(prompts[k]) - 1  # logits there predict the first continuation token
-            out[k] = pred[m, start:start + len(conts[k])].tolist()
+    rows = [prompts[k] + conts[k] for k in todo]
+    pad = _pad_id(lm.tokenizer)
+    for group in shared.groups(rows, lm):
+        for chunk in _chunks([len(rows[g]) for g in group], batch_size):
+            gs = [group[c] for c in chunk]
+            P = shared.prefix_of([rows[g] for g in gs], min(len(prompts[todo[g]]) - 1 for g in gs), lm)
+            logits, _, _, _ = shared.forward(lm, rows[gs[0]][:P], [rows[g][P:] for g in gs], pad, "right")
+            pred = logits.argmax(-1).cpu()
+            for m, g in enumerate(gs):
+                k = todo[g]
+                start = len(prompts[k]) - 1 - P  # logits there predict the first continuation token
+                out[k] = pred[m, start:start + len(conts[k])].tolist()
     return out
 
 
 def _greedy(lm: Any, prompts: list[list[int]], n_new: list[int], batch_size: int) -> list[list[int]]:
-    """Greedy continuations (``n_new[k]`` tokens each; no early stop), left-padded batches, KV cache."""
+    """Greedy continuations (``n_new[k]`` tokens each; no early stop), left-padded batches, KV cache, the prompts'
+    shared prefix computed once per batch."""
     out: list[list[int]] = [[] for _ in prompts]
     pad = _pad_id(lm.tokenizer)
-    for chunk in _chunks([len(p) for p in prompts], batch_size):
-        steps = max(n_new[k] for k in chunk)
-        batch = _pad([prompts[k] for k in chunk], pad, "left")
-        new = _greedy_batch(lm, batch, steps)
-        for m, k in enumerate(chunk):
-            out[k] = new[m][:n_new[k]]
+    for group in shared.groups(prompts, lm):
+        for chunk in _chunks([len(prompts[k]) for k in group], batch_size):
+            ks = [group[c] for c in chunk]
+            steps = max(n_new[k] for k in ks)
+            P = shared.prefix_of([prompts[k] for k in ks], min(len(prompts[k]) for k in ks) - 1, lm)
+            new = _greedy_batch(lm, prompts[ks[0]][:P], [prompts[k][P:] for k in ks], pad, steps)
+            for m, k in enumerate(ks):
+                out[k] = new[m][:n_new[k]]
     return out
 
 
-def _greedy_batch(lm: Any, batch: Batch, steps: int) -> list[list[int]]:
-    """``steps`` greedy tokens for a left-padded batch: one full forward, then one token at a time."""
+def _greedy_batch(lm: Any, prefix: list[int], rest: list[list[int]], pad: int, steps: int) -> list[list[int]]:
+    """``steps`` greedy tokens for ``prefix + rest[k]`` (rest left-padded): one forward, then one token at a time."""
     dev = lm.input_device
-    mask = batch.attention_mask.to(dev)
-    pos = batch.position_ids.to(dev)
-    res = lm.model(input_ids=batch.input_ids.to(dev), attention_mask=mask, position_ids=pos, use_cache=True)
+    logits, cache, mask, pos = shared.forward(lm, prefix, rest, pad, "left")
     tokens = []
     for step in range(steps):
-        nxt = res.logits[:, -1].argmax(-1)
+        nxt = logits[:, -1].argmax(-1)
         tokens.append(nxt.cpu())
         if step + 1 == steps:
             break
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
         pos = pos[:, -1:] + 1
-        res = lm.model(input_ids=nxt[:, None].to(dev), attention_mask=mask, position_ids=pos,
-                       past_key_values=res.past_key_values, use_cache=True)
+        logits = lm.model(input_ids=nxt[:, None].to(dev), attention_mask=mask, position_ids=pos, cache=cache,
+                          use_cache=True).logits
     return torch.stack(tokens, 1).tolist()
 
 

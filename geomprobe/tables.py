@@ -324,7 +324,7 @@ def form_scores(ev: pd.DataFrame, by: Sequence[str] = ("editor",), forms: Sequen
             n_max = max(n for _, n in vals.values())
             vals["overall"] = (overall, n_max if np.isfinite(overall) else 0)
             per = {m: _per_request(sub) for m, sub in parts.items()}
-            boot, k = _boot_metrics(per, n_boot, seed)
+            boot, _ = _boot_metrics(per, n_boot, seed)
             kept[(*keys, form)] = per
             for m in METRICS:
                 subs = per[m]["subject"] if m != "overall" else pd.concat([per[x]["subject"] for x in THREE])

@@ -87,6 +87,13 @@ def _canonical(obj: Any) -> Any:
     return json.loads(json.dumps(obj, sort_keys=True, default=str))
 
 
+def _value_identity(value_cfg) -> dict:
+    """The value settings that change the result (``prefix_cache`` only changes how fast it is computed)."""
+    d = asdict(value_cfg)
+    d.pop("prefix_cache", None)
+    return d
+
+
 class ValueCache:
     """Optimised values on disk, without pickle.
 
@@ -110,7 +117,7 @@ class ValueCache:
     def identity(self, mode: str, requests: Sequence, cfg) -> dict:
         """What the values depend on, as plain JSON (the cache key)."""
         return _canonical({"model": dict(self.lm.identity), "dtype": str(self.lm.dtype), "mode": mode,
-                           "layer": cfg.layers[-1], "value": asdict(cfg.value), "seed": cfg.seed,
+                           "layer": cfg.layers[-1], "value": _value_identity(cfg.value), "seed": cfg.seed,
                            "requests": [r.to_dict() for r in requests]})
 
     @staticmethod
@@ -202,6 +209,7 @@ class Workspace:
                  settings: Settings = Settings(), device: str | None = None, dtype: str | None = None,
                  log: Callable[[str], None] = print, cache: bool = False):
         self.cache = cache
+        self._given: dict[str, Any] = {}  # name -> EditUpdate registered with register_update
         self._lm = None if isinstance(model, str) else model
         self.model_name = model if isinstance(model, str) else model.name
         self._memo: dict[Any, Any] = {}
@@ -227,6 +235,10 @@ class Workspace:
             t0 = time.perf_counter()
             self._lm = load_model(self.model_name, **kw)
             self.log(f"loaded {self._lm.name} ({time.perf_counter() - t0:.1f} s)")
+            from .data.derive import prepare_pools
+
+            # pools for relations without built-in ones: rules, else the model's own rewrite (cached)
+            prepare_pools(self.all_requests, lm=self._lm)
         return self._lm
 
     def memo(self, key: Any, make: Callable[[], Any]) -> Any:
@@ -294,9 +306,69 @@ class Workspace:
         return {l: self._memo[("cov", l)] for l in layers}
 
     # ---- edits -----------------------------------------------------------------------------------
+    def register_update(self, name: str, update: Any) -> None:
+        """Serve ``update`` (an :class:`~geomprobe.editors.update.EditUpdate` computed elsewhere, typically an edit
+        imported with :meth:`EditUpdate.from_weights`) under ``name``: :meth:`update`, :meth:`evaluation`,
+        :meth:`tolerance` and :meth:`deviation` then use it instead of computing an edit.
+
+        The name must not be an editor's (nor ``"unedited"``); the update must be for this workspace's model.
+        It serves only its own requests (an update cannot be recomputed for others) and takes no editor options.
+        For an *imported* update (:attr:`EditUpdate.is_imported`) what needs the editor's settings — :meth:`editor`,
+        the counterfactual rules of :meth:`deviation`, :meth:`sequential` — raises a one-line
+        :class:`~geomprobe.errors.GeomprobeError` saying it is not available for an imported edit.
+        """
+        from .editors.config import parse_editor_name
+
+        if not isinstance(name, str) or not name.strip() or name != name.strip():
+            raise GeomprobeError(f"an edit's name must be a non-empty word, got {name!r}")
+        if name == "unedited":
+            raise GeomprobeError("'unedited' names the model before any edit; pick another name for the edit")
+        try:
+            parse_editor_name(name)
+        except GeomprobeError:
+            pass
+        else:
+            raise GeomprobeError(f"{name!r} is an editor's name; register the edit under another name")
+        for attr in ("deltas", "layers", "requests", "check_model"):
+            if not hasattr(update, attr):
+                raise GeomprobeError(f"register_update takes an EditUpdate, not a {type(update).__name__}")
+        old = self._given.get(name)
+        if old is not None and old is not update:
+            raise GeomprobeError(f"an edit named {name!r} is already registered; give each edit its own name")
+        update.check_model(self.lm)
+        self._given[name] = update
+
+    def is_given(self, name: str) -> bool:
+        """Whether ``name`` is an update registered with :meth:`register_update` (not an editor)."""
+        return name in self._given
+
+    def is_imported(self, name: str) -> bool:
+        """Whether ``name`` is a registered update imported from edited weights (no editor settings)."""
+        upd = self._given.get(name)
+        return upd is not None and bool(getattr(upd, "is_imported", False))
+
+    def _requests_for(self, name: str, requests: Sequence | None) -> list:
+        """``requests``, defaulting to a registered update's own requests (else the shared batch)."""
+        if requests is None:
+            return list(self._given[name].requests) if name in self._given else list(self.batch)
+        return list(requests)
+
+    def _given_update(self, name: str, requests: Sequence, overrides: dict):
+        upd = self._given[name]
+        if overrides:
+            raise GeomprobeError(f"{name!r} is a given edit; it takes no editor options ({', '.join(overrides)})")
+        if _key(requests) != _key(upd.requests):
+            raise GeomprobeError(f"the edit {name!r} was read for requests {list(_key(upd.requests))}, not "
+                                 f"{list(_key(requests))}; import it again for those requests")
+        return upd
+
     def editor(self, name: str, **overrides: Any):
         from .editors import get
 
+        if name in self._given:
+            what = "an imported edit" if self.is_imported(name) else "a given edit"
+            raise GeomprobeError(f"{name!r} is {what}, not an editor: recomputing it (other layers, λ, value "
+                                 "settings, sequential edits) is not available for it")
         return get(name, config=self.config, **overrides)
 
     def values(self, mode: str, requests: Sequence | None = None, **overrides: Any):
@@ -331,7 +403,9 @@ class Workspace:
         targets, ``rose-no-hki`` and ``memit-merge`` the joint ones, ``alphaedit`` and ``memit`` the
         per-request ones); each update's time and peak memory still count that optimisation.
         """
-        requests = list(self.batch if requests is None else requests)
+        requests = self._requests_for(name, requests)
+        if name in self._given:
+            return self._given_update(name, requests, overrides)
         key = ("update", name, _key(requests), tuple(sorted(overrides.items())))
 
         def make():
@@ -365,7 +439,7 @@ class Workspace:
         """
         from .evaluate import evaluate
 
-        requests = list(self.batch if requests is None else requests)
+        requests = self._requests_for(name, requests)
 
         def make():
             kw = self.evaluation_settings(requests)
@@ -395,20 +469,26 @@ class Workspace:
                 "max_new_tokens": n_gen}
 
     def tolerance(self, name: str, requests: Sequence | None = None, **overrides: Any) -> pd.DataFrame:
-        """ρ for every request of ``update(name)`` (fast estimator)."""
+        """ρ for every request of ``update(name)`` (fast estimator); for an imported edit, around the δ = z − h the
+        edited model delivers (its stand-in value, :func:`~geomprobe.editors.imported.delivered_value`)."""
         from .probes import tolerance_radius
 
-        requests = list(self.batch if requests is None else requests)
+        requests = self._requests_for(name, requests)
         key = ("tolerance", name, _key(requests), tuple(sorted(overrides.items())))
         return self.memo(key, lambda: tolerance_radius(self.lm, self.update(name, requests, **overrides),
                                                        trials=self.settings.trials))
 
     def deviation(self, name: str, rules: Sequence[str] = ("update",), requests: Sequence | None = None,
                   **overrides: Any) -> pd.DataFrame:
-        """Δ of ``update(name)`` and counterfactual rules at its last edit layer."""
+        """Δ of ``update(name)`` and counterfactual rules at its last edit layer.  An imported edit has no editor
+        settings (λ, α) for the counterfactual rules: only ``("update",)`` is available for it."""
         from .probes import activation_deviation
 
-        requests = list(self.batch if requests is None else requests)
+        requests = self._requests_for(name, requests)
+        other = [r for r in rules if r != "update"]
+        if other and self.is_imported(name):
+            raise GeomprobeError(f"the counterfactual rule(s) {', '.join(other)} are not available for an imported "
+                                 f"edit ({name!r}): they need the editor's λ / α; ask for rules=('update',)")
         upd = self.update(name, requests, **overrides)
         need_c = any(r in ("covariance", "projection") for r in rules)
         key = ("deviation", name, tuple(rules), _key(requests), tuple(sorted(overrides.items())))

@@ -1,6 +1,8 @@
 """Importing an edit made elsewhere (``EditUpdate.from_weights``): round trips through the saved forms, the
 recovered keys / h / z / R, the model left bit-identical, and one-line refusals of what cannot be diagnosed."""
 
+import json
+import math
 import random
 
 import pytest
@@ -81,9 +83,19 @@ def _bare_resid(lm, reqs, layer):
     return rd["resid"][layer].float().T
 
 
+def _check_value_stand_in(imp):
+    """An imported update's value: the δ = z − h the edited model delivers, one group per request, not optimised."""
+    v = imp.value
+    assert imp.is_imported and v.mode == "imported" and v.layer == imp.layers[-1]
+    assert v.groups == imp.columns and v.members == tuple((i,) for i in range(len(imp.requests)))
+    assert torch.equal(v.h, imp.h) and torch.equal(v.delta, imp.z - imp.h)
+    assert v.losses == () and v.relation_grads == {} and v.steps_run == 0 and v.seconds == 0.0
+
+
 def _check_recovered(lm, upd, imp):
     """Layers, keys, h, z, R and the bookkeeping of an import of ``upd``."""
-    assert imp.layers == upd.layers and imp.editor == "imported" and imp.value is None
+    assert imp.layers == upd.layers and imp.editor == "imported" and not upd.is_imported
+    _check_value_stand_in(imp)
     assert imp.columns == tuple(r.case_id for r in REQUESTS) == upd.columns
     assert imp.hparams["source"] == "imported" and imp.hparams["key_weighting"] == "bare"
     assert upd.hparams["value"]["contexts"] == "none"  # so MEMIT's own keys are the bare prompt's keys
@@ -191,7 +203,12 @@ def test_memit_weighted_keys_match_the_editors_keys(tiny_lms, cache):
 
 
 def test_consumers_of_an_imported_update(tiny_lms, edits):
-    """Probes that need no value optimisation run on it; those that do refuse in one line."""
+    """Every probe that reads ``update.value`` runs on an import, around the delivered δ = z − h; only the gradient
+    conflict, which needs the relation gradients of a value optimisation, has nothing to read."""
+    from dataclasses import replace
+
+    from geomprobe.probes.edit_drift import request_deltas
+
     lm = tiny_lms["llama"]
     upd = edits("llama")
     imp = from_weights(lm, {l: upd.deltas[l] for l in upd.layers}, REQUESTS)
@@ -201,15 +218,20 @@ def test_consumers_of_an_imported_update(tiny_lms, edits):
     assert len(dev) and dev["value"].notna().all()
     mine = dev[dev["rule"] == "update"].reset_index(drop=True)
     torch.testing.assert_close(torch.tensor(mine["value"].to_numpy()), torch.tensor(ref["value"].to_numpy()))
-    with pytest.raises(GeomprobeError, match="value optimisation"):
-        gp.probes.tolerance_radius(lm, imp)
-    with pytest.raises(GeomprobeError, match="recorded gradients"):
-        gp.probes.gradient_conflict(update=imp)
+    rho = gp.probes.tolerance_radius(lm, imp, trials=3)
+    assert list(rho["case_id"]) == [r.case_id for r in REQUESTS] and rho["value"].map(math.isfinite).all()
+    zh = (imp.z - imp.h).norm(dim=0)
+    torch.testing.assert_close(torch.tensor(rho["delta_norm"].to_numpy(), dtype=torch.float32), zh)
+    # the δ every δ-reading probe uses is the same with the stand-in value as without a value result at all
+    L, d = request_deltas(imp)
+    L0, d0 = request_deltas(replace(imp, value=None))
+    assert L == L0 == imp.layers[-1] and torch.equal(d, d0)
+    assert gp.probes.gradient_conflict(update=imp).empty  # no relation gradients were recorded
 
 
 def test_toy_world_round_trip(tmp_path, cache):
     lm = gp.load_model("toy-llama", device="cpu")
-    reqs = gp.load_requests("toy")[:3]
+    reqs = gp.load_requests("toy")[:2]
     cfg = gp.editors.preset_for(lm).with_(n_tokens=2000, value_steps=3)
     upd = gp.editors.get("memit", config=cfg).compute(lm, reqs)
     snap = _snapshot(lm)
@@ -219,7 +241,78 @@ def test_toy_world_round_trip(tmp_path, cache):
         assert torch.equal(imp.deltas[l], _applied_change(lm, upd, l))
         torch.testing.assert_close(imp.keys[l], upd.keys[l], rtol=1e-6, atol=1e-6)  # toy keys are bare (contexts none)
     imp2 = from_weights(lm, save_deltas(upd, tmp_path / "toy-deltas.safetensors"), reqs)
-    assert all(torch.equal(imp2.deltas[l], upd.deltas[l]) for l in upd.layers)
+    assert all(torch.equal(imp2.deltas[l], upd.deltas[l]) for l in upd.layers)  # bit-exact ΔW
+    _check_value_stand_in(imp2)
+    # the same Δ: the update rule's deviation reads only ΔW and the prompts' keys
+    dev, dev2 = (gp.probes.activation_deviation(lm, u, rules=("update",)) for u in (upd, imp2))
+    assert dev["value"].tolist() == dev2["value"].tolist() and len(dev) > 0
+    # ρ of the import is computed around the δ the edited model delivers, z − h (finite, one row per request).  A
+    # MEMIT edit spread over layers with λ > 0 does not deliver its optimised δ exactly, so in general its ρ differs
+    # from the original's; only where the delivered δ is the optimised one must the radii agree (next test).
+    rho = gp.probes.tolerance_radius(lm, imp2, trials=3)
+    assert len(rho) == len(reqs) and rho["value"].map(math.isfinite).all() and (rho["value"] >= 0).all()
+    assert rho["delta_norm"].tolist() == pytest.approx((imp2.z - imp2.h).norm(dim=0).tolist(), rel=1e-6)
+    # on the toy λ = 1 is small against kᵀC⁻¹k: MEMIT writes nearly all of R, so the delivered δ is close to, not
+    # equal to, the optimised one
+    gap = float((imp2.value.delta - upd.value.delta).norm() / upd.value.delta.norm())
+    assert 0 < gap < 1e-2, gap
+    assert _unchanged(lm, snap)
+
+
+OCC = EditRequest("Blorptang", "occupation", "The occupation of {} is", "sailor", "pilot", case_id="b-occ")
+#: ROME at one layer (its value written exactly at the bare key); a small covariance sample keeps the test quick
+ROME_SET = {"layers": (0,), "n_tokens": 2000}
+
+
+def test_single_layer_rank_one_edit_delivers_its_value_and_keeps_rho(tmp_path):
+    """ROME at one layer writes its optimised δ exactly at the bare key (rank-one, K_read = bare key), so the δ the
+    edited model delivers, z − h, is the optimised δ up to rounding and the import's ρ is the original's."""
+    lm = gp.load_model("toy-llama", device="cpu")
+    cfg = gp.editors.preset_for(lm).with_(**ROME_SET)
+    upd = gp.editors.get("rome", config=cfg).compute(lm, [OCC])
+    imp = from_weights(lm, save_deltas(upd, tmp_path / "rome.safetensors"), [OCC])
+    assert imp.layers == upd.layers == (0,) and torch.equal(imp.deltas[0], upd.deltas[0])
+    torch.testing.assert_close(imp.value.delta, upd.value.delta, rtol=1e-5, atol=1e-4)
+    a, b = (gp.probes.tolerance_radius(lm, u, trials=4) for u in (upd, imp))
+    assert a["value"][0] > 0 and bool(a["predicted"][0]) == bool(b["predicted"][0])  # the case has a radius
+    # the same grid point (the step, 2% of ‖h‖, agrees to rounding): the same radius
+    assert round(a["value"][0] / a["step"][0]) == round(b["value"][0] / b["step"][0])
+    assert b["value"][0] == pytest.approx(a["value"][0], rel=1e-5)
+
+
+def test_diagnose_of_an_import_gives_the_editors_verdicts(tmp_path):
+    """``gp.diagnose(edited=...)`` on the saved ΔW of a single-layer ROME edit: the same measurements as diagnosing
+    the editor where the inputs are the same (success, Δ, ρ, key cosines) and the same verdicts; the numbers that
+    need the editor's settings are None and listed as not available."""
+    lm = gp.load_model("toy-llama", device="cpu")
+    quiet = {"trials": 4, "log": lambda s: None}
+    ref = gp.diagnose(lm, [OCC], editor="rome", overrides=ROME_SET, **quiet)
+    upd = gp.editors.get("rome", config=gp.editors.preset_for(lm).with_(**ROME_SET)).compute(lm, [OCC])
+    assert ref["edit"]["delta_norms"] == {"0": pytest.approx(float(upd.deltas[0].norm()), rel=1e-6)}
+    snap = _snapshot(lm)
+    got = gp.diagnose(lm, [OCC], edited=save_deltas(upd, tmp_path / "d.safetensors"), out=tmp_path / "r", **quiet)
+    assert _unchanged(lm, snap) and got["weights_unchanged"]
+    assert got["editor"] == "imported" and got["editor_mode"] == "imported" and got["editor_rule"] is None
+    assert got["run"] is None and got["imported"]["origin"] == str(tmp_path / "d.safetensors")
+    assert "delta_covariance, delta_identity, amplification" in got["imported"]["not_available"]
+    assert len(got["measurements"]) == len(ref["measurements"]) == 3
+    for m, r in zip(got["measurements"], ref["measurements"]):
+        assert (m.case_id, m.form, m.layer) == (r.case_id, r.form, r.layer)
+        for k in ("success_before", "success_after", "target_prob_after", "token_acc_after", "delta", "key_cosine",
+                  "value_predicts", "n_prompts", "criterion"):
+            assert getattr(m, k) == getattr(r, k), (m.form, k)
+        assert m.rho == pytest.approx(r.rho, rel=1e-5) and m.rho > 0
+        for k in ("delta_covariance", "delta_identity", "amplification", "conflict", "kck", "value_steps_run",
+                  "value_steps", "value_clamp", "lam"):
+            assert getattr(m, k) is None, (m.form, k)
+        assert r.delta_covariance is not None and r.value_steps_run is not None
+    for v, w in zip(got["verdicts"], ref["verdicts"]):
+        assert (v.status, v.ok) == (w.status, w.ok)
+        assert set(v.rules) == set(w.rules) - {"covariance-amplifies"}  # its input (amplification) is not available
+        assert v.remedy_commands == ()  # an imported edit cannot be recomputed with other options
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["imported"]["name"] == "imported" and data["run"] is None
+    assert "not available for an imported edit" in (tmp_path / "r" / "report.md").read_text()
 
 
 # ---- refusals ------------------------------------------------------------------------------------------

@@ -117,9 +117,10 @@ def test_diagnose_without_target_true_judges_by_the_unedited_answer_and_lists_un
     assert "not evaluated on the question form" in md and "beats-greedy" in md
 
 
-def test_compare_checks_every_editor_before_any_model_loads(capsys, tmp_path, no_model, no_pool_for_job):
+def test_compare_checks_every_request_before_any_model_loads(capsys, tmp_path, no_model):
+    bad = dict(OCC, queries=[{"text": "Where does Zork live?", "form": "question", "answer": "sailor"}])
     path = tmp_path / "requests.json"
-    path.write_text(json.dumps({"requests": [OCC, JOB]}))
+    path.write_text(json.dumps({"requests": [OCC, bad]}))
     out = tmp_path / "cmp"
     t0 = time.perf_counter()
     code = main(["compare", "--model", "toy-llama", "--requests", str(path), "--editors", "memit,rose", "--out",
@@ -128,14 +129,20 @@ def test_compare_checks_every_editor_before_any_model_loads(capsys, tmp_path, no
     err = capsys.readouterr().err
     assert code == 2 and elapsed < 5.0, (code, elapsed, err)
     (line,) = [l for l in err.splitlines() if l.startswith("geomprobe: error:")]
-    assert "editor rose needs a template pool" in line and "'job'" in line and "rose-no-hki" in line
+    assert "Blorptang" in line, line
     assert not out.exists()
-    # the Python API checks the same before loading (memit would otherwise compute first)
-    with pytest.raises(GeomprobeError, match="template pool"):
-        gp.compare("toy-llama", str(path), editors="memit,rose", log=lambda s: None)
-    # an editor without HKI has nothing to refuse (it reaches the model loader, patched to fail here)
-    with pytest.raises(AssertionError, match="a model was loaded"):
-        gp.compare("toy-llama", str(path), editors="memit,rose-no-hki", log=lambda s: None)
+
+
+def test_hki_relations_no_rule_covers_are_left_to_the_model():
+    """HKI needs a pool per relation: one the rules derive is found before any model loads; one no rule covers is
+    returned (the model writes it once loaded), never refused; editors without HKI need none."""
+    from geomprobe.editors.options import check_requests_for
+
+    covered = gp.EditRequest("Blorptang", "job", "The occupation of {} is", "sailor")
+    odd = gp.EditRequest("Blorptang", "zorbling", "{} zorbles most happily with", "sailor")
+    assert check_requests_for("rose", [covered]) == []
+    assert check_requests_for("rose", [covered, odd]) == ["zorbling"]
+    assert check_requests_for("memit", [covered, odd]) == []
 
 
 def test_bad_layers_fail_before_loading_from_the_python_api_too(tmp_path, no_model):

@@ -41,8 +41,21 @@
   ``deltas`` and ``keys``; for a MEMIT edit it is the share of MEMIT's R that λ let through).
 * ``columns``: one per request (its ``case_id``); ``hparams``: ``{"source": "imported", "origin": ...}``
   plus ``form``, ``key_weighting``, ``max_abs_delta`` and ``reapply_exact`` (no editor settings:
-  ``EditUpdate.editor_config()`` gives the defaults on the update's layers); ``value`` is None (no value
-  optimisation ran) and ``seconds`` 0 (the edit's cost is unknown).
+  ``EditUpdate.editor_config()`` gives the defaults on the update's layers); ``seconds`` 0 (the edit's cost
+  is unknown).
+* ``value``: no value optimisation ran, so there is no optimised δ.  In its place a stand-in
+  :class:`~geomprobe.editors.value.ValueResult` (:func:`delivered_value`, ``mode == "imported"``): layer L = the
+  last changed layer, one group per request, ``h`` as above and ``delta = z − h`` — **the value the edited
+  model delivers at L on the bare prompt** — with no losses, no relation gradients and ``steps_run`` 0.  Every
+  probe that reads ``update.value`` runs on it; the tolerance radius ρ of an imported edit is therefore measured
+  around the *delivered* δ (``z − h``), not around an optimised one.  For an edit made by a value optimisation
+  and a closed form, the two agree only where the closed form wrote the optimised δ exactly (e.g. a single-layer
+  rank-one edit at its own key); a MEMIT edit spread over layers with λ > 0 delivers a different δ, so its ρ
+  differs from the ρ of its optimised value (on the toy presets, λ = 1, the gap is below 1%).  What needs the
+  editor's own settings or optimisation (the counterfactual update rules' λ / α, value re-optimisation) is not
+  available for an imported edit, and ``probes.gradient_conflict(update=...)`` finds no relation gradients in it
+  (an empty table); :func:`is_imported` / ``EditUpdate.is_imported`` tell such an update apart, and ``geomprobe
+  diagnose`` / ``compare`` list what they did not measure for it.
 
 Refused with one :class:`~geomprobe.errors.GeomprobeError` line: weights of another architecture or shape
 (parameter names the model lacks, missing parameters of a full model, other shapes, another dtype than the
@@ -76,9 +89,12 @@ from ..errors import GeomprobeError, NumericalError
 from ..models.load import LM
 from .config import EditorConfig, ValueConfig
 
-__all__ = ["KEY_WEIGHTINGS", "EditedWeights", "read_columns", "read_edit", "save_deltas", "save_weights"]
+__all__ = ["IMPORTED_MODE", "KEY_WEIGHTINGS", "EditedWeights", "delivered_value", "is_imported", "read_columns",
+           "read_edit", "save_deltas", "save_weights"]
 
 KEY_WEIGHTINGS = ("bare", "memit", "flat")
+#: ``ValueResult.mode`` of an imported update's stand-in value (no optimisation mode produced it).
+IMPORTED_MODE = "imported"
 _SHOW = 3  # names listed in a refusal
 
 
@@ -457,6 +473,25 @@ def read_columns(lm: LM, requests: Sequence[EditRequest], layers: Sequence[int],
         keys[l] = k_req.T.contiguous()
     resid = mean_by(rd["resid"][last].float().cpu(), bare_t).T.contiguous()
     return keys, resid
+
+
+def delivered_value(layer: int, columns: Sequence[str], h: torch.Tensor, z: torch.Tensor) -> Any:
+    """The stand-in :class:`~geomprobe.editors.value.ValueResult` of an imported update: one group per column
+    (request ``i`` in column ``i``), ``h`` the unedited residual at ``layer`` and ``delta = z − h``, the value the
+    edited model delivers there on the bare prompt; no losses, no relation gradients, ``steps_run`` 0,
+    ``mode`` :data:`IMPORTED_MODE`."""
+    from .value import ValueResult
+
+    h = h.float().cpu().contiguous()
+    return ValueResult(layer=int(layer), groups=tuple(columns), members=tuple((i,) for i in range(len(columns))),
+                       h=h, delta=(z.float().cpu() - h).contiguous(), losses=(), relation_grads={}, steps_run=0,
+                       seconds=0.0, mode=IMPORTED_MODE, peak_memory_mb=0.0)  # type: ignore[arg-type]
+
+
+def is_imported(update: Any) -> bool:
+    """Whether ``update`` was read from edited weights (:meth:`EditUpdate.from_weights`) rather than computed by a
+    geomprobe editor: no editor settings, no optimised value (its ``value`` is :func:`delivered_value`)."""
+    return (getattr(update, "hparams", None) or {}).get("source") == "imported"
 
 
 def column_names(requests: Sequence[EditRequest]) -> tuple[str, ...]:

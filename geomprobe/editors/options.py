@@ -465,41 +465,40 @@ def layers_text(layers: Sequence[int]) -> str:
 
 
 def hki_relations_without_pool(requests: Sequence[Any]) -> list[str]:
-    """Relations of ``requests`` that have no template pool (HKI's training templates)."""
-    from ..data.forms import relation_templates
+    """Relations of ``requests`` whose pool no template file, built-in set or rule provides: their questions and
+    instructions are written by the model being edited once it loads (:mod:`geomprobe.data.rewrite`, cached)."""
+    from ..data.derive import pool_for
+    from ..errors import RequestFormatError as _NoPool
 
-    pools = relation_templates()
-    return list(dict.fromkeys(r.relation for r in requests if pools.get(r.relation) is None
-                              or not pools[r.relation].train))
+    out = []
+    for r in requests:
+        try:
+            pool = pool_for(r.relation, r.prompt)
+        except _NoPool:
+            pool = None
+        if pool is None or not pool.train:
+            out.append(r.relation)
+    return list(dict.fromkeys(out))
 
 
-def check_requests_for(editor_name: str, requests: Sequence[Any]) -> None:
-    """What editor ``editor_name`` needs of ``requests``, checked before any model loads or any editor computes:
-    HKI editors (``rose``, ``rose-no-iga``, and ``revive`` of them) optimise on the relation's training templates,
-    so every relation of the requests needs a template pool.  One-line error naming the request, the editors
-    that would run and the nearest relation that has a pool."""
-    from ..data.forms import relation_templates
+def check_requests_for(editor_name: str, requests: Sequence[Any]) -> list[str]:
+    """What editor ``editor_name`` needs of ``requests``, checked before any model loads or any editor computes.
+
+    HKI editors (``rose``, ``rose-no-iga``, and ``revive`` of them) optimise on each relation's training templates.
+    Every relation gets a pool — a reviewed ``--templates`` file, the built-in pools, the rules of
+    :mod:`geomprobe.data.derive`, or else the model's own rewrite once it loads — so nothing is refused here;
+    the relations left to the model are returned so the caller can say so before the work starts.
+
+    Returns:
+        relations whose pools the model will write (empty for editors without HKI).
+    """
     from .config import EDITORS, parse_editor_name
 
     base, _, _ = parse_editor_name(editor_name)
     mode, _ = EDITORS[base]
     if mode != "hki" or not requests:
-        return
-    missing = hki_relations_without_pool(requests)
-    if not missing:
-        return
-    rel = missing[0]
-    req = next(r for r in requests if r.relation == rel)
-    known = [k for k, v in relation_templates().items() if v.train]
-    near = difflib.get_close_matches(rel, known, n=1, cutoff=0.5)
-    others = [e for e, (m, _) in EDITORS.items() if m != "hki"]
-    more = f" (and {len(missing) - 1} more relation(s): {', '.join(map(repr, missing[1:3]))})" if len(missing) > 1 \
-        else ""
-    raise RequestFormatError(
-        f"editor {editor_name} needs a template pool (HKI's training templates) for every relation, but relation "
-        f"{rel!r} of {req.subject} · {rel} has none{more}" + (f"; did you mean relation {near[0]!r}?" if near else "")
-        + f"; add \"templates\" for it to the request file (README, Request files) or use an editor without HKI: "
-        f"{', '.join(others)}")
+        return []
+    return hki_relations_without_pool(requests)
 
 
 __all__ = ["CHOICES", "Option", "check_editors", "check_layers", "check_model", "check_overrides", "check_requests",

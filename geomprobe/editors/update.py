@@ -29,8 +29,9 @@ class EditUpdate:
         columns: name of each column (case_id or subject).
         requests: the requests edited.
         hparams: hyperparameters (plain data).
-        value: the :class:`~geomprobe.editors.value.ValueResult` (loss curve, relation gradients); None for an
-            update imported with :meth:`from_weights` (no value optimisation ran).
+        value: the :class:`~geomprobe.editors.value.ValueResult` (loss curve, relation gradients); for an
+            update imported with :meth:`from_weights` (no value optimisation ran) a stand-in with ``mode ==
+            "imported"`` whose ``delta`` is ``z − h``, the value the edited model delivers (no losses, no gradients).
         seconds: wall time of ``compute``; peak_memory_mb: peak memory during it (CUDA allocator, or
             the process's peak RSS growth on CPU).
         model: the LM identity it was computed for (applying it to another model is refused).
@@ -112,13 +113,16 @@ class EditUpdate:
         Returns:
             the changed layers, ΔW per layer (float32, out×in), keys K_l read on the edited model (what MEMIT
             reads solving layer l after the layers below), ``h`` / ``z`` the unedited / edited residual after the
-            last changed layer, ``R_l = ΔW_l K_l``; ``value`` None, ``hparams["source"] == "imported"``.
+            last changed layer, ``R_l = ΔW_l K_l``; ``value`` the stand-in
+            :func:`~geomprobe.editors.imported.delivered_value` (``delta = z − h``, the value the edited model
+            delivers at the last changed layer on the bare prompt: probes that read δ, the tolerance radius ρ
+            included, measure around it), ``hparams["source"] == "imported"`` (:attr:`is_imported`).
 
         Raises:
             GeomprobeError: another architecture or shape, NaN/Inf, nothing changed, or changed parameters other
                 than the MLP output projection weights (one line naming them).
         """
-        from .imported import check_requests, column_names, read_columns, read_edit, value_config
+        from .imported import check_requests, column_names, delivered_value, read_columns, read_edit, value_config
 
         requests = check_requests(requests, key_weighting)
         edit = read_edit(lm, edited)
@@ -133,10 +137,18 @@ class EditUpdate:
             # K_l depends only on the layers below l: on the edited model it is what MEMIT reads solving layer l
             keys, z = read_columns(lm, requests, edit.layers, key_weighting, vcfg)
         resids = {layer: (edit.deltas[layer].cpu() @ keys[layer]).contiguous() for layer in edit.layers}
+        columns = column_names(requests)
         return cls(editor=name, layers=edit.layers, deltas=dict(edit.deltas), keys=keys, resids=resids, z=z, h=h,
-                   columns=column_names(requests), requests=tuple(requests), hparams=edit.hparams(key_weighting),
-                   value=None, seconds=0.0, peak_memory_mb=0.0, model=dict(lm.identity),
+                   columns=columns, requests=tuple(requests), hparams=edit.hparams(key_weighting),
+                   value=delivered_value(last, columns, h, z), seconds=0.0, peak_memory_mb=0.0,
+                   model=dict(lm.identity),
                    dtype=str(lm.dtype).replace("torch.", ""))
+
+    @property
+    def is_imported(self) -> bool:
+        """True for an update read from edited weights (:meth:`from_weights`): no editor settings in
+        :attr:`hparams`, and :attr:`value` is the delivered δ = z − h rather than an optimised one."""
+        return self.hparams.get("source") == "imported"
 
     def check_model(self, lm: LM) -> None:
         if self.model and self.model.get("config_sha") != lm.identity.get("config_sha"):

@@ -29,6 +29,136 @@ def check_editors(names: Sequence[str]) -> list[str]:
     return names
 
 
+#: Default name of an edit imported with ``diagnose(edited=...)`` / ``geomprobe diagnose --edited PATH``.
+IMPORTED_NAME = "imported"
+#: What is not measured for an imported edit (no editor settings, no value optimisation), and why.  Reports list
+#: these under ``imported.not_available`` so nothing is silently absent.
+NOT_AVAILABLE: dict[str, str] = {
+    "delta_covariance, delta_identity, amplification": "the counterfactual update rules need the editor's λ / α "
+                                                       "and the residuals it was asked to write",
+    "conflict": "gradient conflict needs the relation gradients of the edit's value optimisation",
+    "kck": "kᵀC⁻¹k needs the edit's update rule and λ",
+    "value_steps, value_clamp, value loss": "no value optimisation ran: ρ is measured around the δ = z − h the "
+                                            "edited model delivers at the last changed layer",
+    "remedy_commands": "an imported edit cannot be recomputed with other options, so the remedies are named "
+                       "without command lines",
+}
+
+
+def is_editor_name(name: str) -> bool:
+    """Whether ``name`` names a geomprobe editor (``memit``, ``revive(rose)``...)."""
+    from ..editors.config import parse_editor_name
+
+    try:
+        parse_editor_name(name)
+    except GeomprobeError:
+        return False
+    return True
+
+
+def default_name(edited: Any) -> str:
+    """The report name of an edit given to ``diagnose(edited=...)`` without ``name``: a given
+    :class:`~geomprobe.editors.update.EditUpdate`'s own ``editor`` when that is not an editor's name, else
+    ``"imported"`` for an imported update or a path / mapping and ``"given-<editor>"`` for an editor-made update."""
+    own = getattr(edited, "editor", None) if hasattr(edited, "deltas") else None
+    if not isinstance(own, str) or not own:
+        return IMPORTED_NAME
+    if not is_editor_name(own) and own != "unedited" and "=" not in own and "," not in own and own == own.strip():
+        return own
+    return IMPORTED_NAME if getattr(edited, "is_imported", False) else f"given-{own}"
+
+
+def parse_edited(items: Sequence[str]) -> dict[str, str]:
+    """``["mine=path/a", "other=path/b"]`` (``--edited NAME=PATH``, repeatable) -> ``{name: path}``; one-line
+    errors for a missing ``=``, an empty name or path, or a name given twice."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, eq, path = str(item).partition("=")
+        name, path = name.strip(), path.strip()
+        if not eq or not name or not path:
+            raise GeomprobeError(f"--edited {item!r}: write NAME=PATH, e.g. --edited mine=edited-model/ (NAME labels "
+                                 "the imported edit in the report, PATH is its saved weights)")
+        if name in out:
+            raise GeomprobeError(f"--edited names {name!r} twice; give each imported edit its own NAME")
+        out[name] = path
+    return out
+
+
+def check_edited(edited: Any, editors: Sequence[str] = ()) -> dict[str, Any]:
+    """Edits to import, ``{name: what}`` (``what`` a path, a state dict / ``{layer: ΔW}`` mapping or an
+    :class:`~geomprobe.editors.update.EditUpdate`), checked before any model loads: each name a non-empty word
+    that is neither an editor's name, ``"unedited"`` nor one of ``editors``; each path existing.  One-line
+    :class:`GeomprobeError` otherwise."""
+    from collections.abc import Mapping
+
+    if edited is None:
+        return {}
+    if not isinstance(edited, Mapping):
+        raise GeomprobeError(f"edited must map a name to saved weights, got a {type(edited).__name__}; e.g. "
+                             "edited={'mine': 'edited-model/'}")
+    out: dict[str, Any] = {}
+    for name, what in edited.items():
+        if not isinstance(name, str) or not name.strip() or name != name.strip() or "=" in name or "," in name:
+            raise GeomprobeError(f"imported edit name {name!r}: use a non-empty word without '=', ',' or surrounding "
+                                 "spaces (e.g. mine)")
+        if name == "unedited":
+            raise GeomprobeError("'unedited' names the model before any edit; name the imported edit otherwise "
+                                 "(e.g. --edited mine=PATH)")
+        if is_editor_name(name) or name in editors:
+            raise GeomprobeError(f"imported edit name {name!r} is an editor's name; name it otherwise (e.g. "
+                                 f"--edited my-{name}=PATH) so the report tells the two apart")
+        if isinstance(what, (str, Path)):
+            path = Path(what).expanduser()
+            if not path.exists():
+                raise GeomprobeError(f"edited weights {str(what)!r} (edit {name!r}) do not exist; pass the directory "
+                                     "save_pretrained wrote, a .safetensors / .pt / .bin file of the edited weights, "
+                                     "or a {layer: ΔW} file")
+        elif what is None:
+            raise GeomprobeError(f"no edited weights given for {name!r}; pass a path, a state dict or an EditUpdate")
+        out[name] = what
+    return out
+
+
+def import_edits(lm, reqs, edited: dict[str, Any], log: Callable[[str], None] = print) -> dict[str, Any]:
+    """``{name: EditUpdate}`` for :func:`check_edited`'s edits on the loaded (unedited) model ``lm`` and the
+    report's requests: paths and mappings through :meth:`EditUpdate.from_weights
+    <geomprobe.editors.update.EditUpdate.from_weights>` (its refusals — another architecture or shape, nothing
+    changed, NaN/Inf, other parameters changed — propagate as one-line errors; ``lm``'s weights are left
+    bit-identical), an ``EditUpdate`` as given (named ``name``; it must be for ``lm`` and these requests)."""
+    from ..editors.update import EditUpdate
+
+    out = {}
+    for name, what in edited.items():
+        if isinstance(what, EditUpdate):
+            what.check_model(lm)
+            if case_key(what.requests) != case_key(reqs):
+                raise GeomprobeError(f"the update given as {name!r} edited requests {list(case_key(what.requests))}, "
+                                     f"not the report's {list(case_key(reqs))}; pass the requests it edited")
+            out[name] = what if what.editor == name else replace(what, editor=name)
+            continue
+        t0 = time.perf_counter()
+        where = str(what) if isinstance(what, (str, Path)) else f"<{type(what).__name__}>"
+        log(f"{name}: importing the edit from {where}")
+        upd = EditUpdate.from_weights(lm, what, reqs, name=name)
+        log(f"{name}: changed layers {list(upd.layers)} ({upd.hparams.get('form')}), read in "
+            f"{time.perf_counter() - t0:.1f} s")
+        out[name] = upd
+    return out
+
+
+def imported_info(upd) -> dict[str, Any] | None:
+    """The ``imported`` entry of a report: where an imported edit came from and what is not available for it
+    (None for an edit computed by a geomprobe editor)."""
+    if not getattr(upd, "is_imported", False):
+        return None
+    hp = upd.hparams
+    return {"name": upd.editor, "origin": hp.get("origin"), "form": hp.get("form"),
+            "key_weighting": hp.get("key_weighting"), "reapply_exact": hp.get("reapply_exact"),
+            "max_abs_delta": dict(hp.get("max_abs_delta") or {}),
+            "value": "delivered: δ = z − h at the last changed layer on the bare prompt (no value optimisation)",
+            "not_available": {k: f"not available for an imported edit: {why}" for k, why in NOT_AVAILABLE.items()}}
+
+
 def with_ids(requests) -> list:
     """Requests with unique, non-empty case ids (``r<i>`` for missing ones, ``<id>#<i>`` for repeats).
 
@@ -63,7 +193,7 @@ def unevaluable_forms(reqs) -> list[tuple[Any, str]]:
     return [(r, form) for r in reqs for form in FORMS if not eval_prompts(r, form)]
 
 
-def preflight(model: Any, reqs, editors: Sequence[str] = (), overrides: dict | None = None) -> None:
+def preflight(model: Any, reqs, editors: Sequence[str] = (), overrides: dict | None = None) -> list[str]:
     """Every check that needs no model weights, before any model loads: the model name (no hub retries), what
     each editor needs of the requests (all editors, before the first computes), the edit layers against the
     model's layer count read from its config.json, and every prompt of the diagnosed forms rendered (a subject
@@ -76,11 +206,16 @@ def preflight(model: Any, reqs, editors: Sequence[str] = (), overrides: dict | N
     layers = (overrides or {}).get("layers")
     if layers and isinstance(model, (str, Path)):
         check_layers(layers, model_layer_count(str(model)), str(model))
+    from ..data.derive import prepare_pools
+
+    prepare_pools(reqs)  # pools the rules derive (no model): evaluation prompts for any relation they cover
     for r in reqs:
         for form in FORMS:
             eval_prompts(r, form)
+    left = []
     for name in editors:
-        check_requests_for(name, reqs)
+        left += check_requests_for(name, reqs)
+    return list(dict.fromkeys(left))
 
 
 def load_inputs(model: Any, requests: Any, device: str | None = None, dtype: str | None = None,
@@ -101,7 +236,10 @@ def load_inputs(model: Any, requests: Any, device: str | None = None, dtype: str
     if not reqs:
         raise GeomprobeError("no requests to diagnose; the request file holds none")
     reqs = with_ids(reqs)
-    preflight(model, reqs, editors, overrides)
+    left = preflight(model, reqs, editors, overrides)
+    if left:
+        log(f"note: no template pool or rule for relation(s) {', '.join(map(repr, left))}: the model writes their "
+            "questions once it loads (cached; review them with `geomprobe templates`)")
     if isinstance(model, LM):
         lm = model
     else:
@@ -111,6 +249,9 @@ def load_inputs(model: Any, requests: Any, device: str | None = None, dtype: str
         lm = load_model(str(model), **kw)
         log(f"loaded {lm.name} ({time.perf_counter() - t0:.1f} s)")
     check_layers((overrides or {}).get("layers"), lm.n_layers, lm.name)
+    from ..data.derive import prepare_pools
+
+    prepare_pools(reqs, lm=lm)  # relations no rule covers: the model's rewrite (seeded, cached)
     for r in reqs:
         for form in FORMS:
             eval_prompts(r, form, lm.tokenizer)
@@ -199,6 +340,7 @@ def plain(v):
     return list(v) if isinstance(v, tuple) else v
 
 
-__all__ = ["FORMS", "case_key", "check_editors", "check_unchanged", "load_inputs", "make_workspace", "mean",
-           "median", "model_info", "not_evaluated_reason", "package_version", "plain", "preflight", "requests_arg",
-           "snapshot", "unevaluable_forms", "with_ids"]
+__all__ = ["FORMS", "IMPORTED_NAME", "NOT_AVAILABLE", "case_key", "check_edited", "check_editors", "check_unchanged",
+           "default_name", "import_edits", "imported_info", "is_editor_name", "load_inputs", "make_workspace", "mean",
+           "median", "model_info", "not_evaluated_reason", "package_version", "parse_edited", "plain", "preflight",
+           "requests_arg", "snapshot", "unevaluable_forms", "with_ids"]

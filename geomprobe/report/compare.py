@@ -2,6 +2,8 @@
 
     report = gp.compare("toy-llama", "requests.json", editors=["memit", "memit-merge", "alphaedit", "rose"],
                         out="cmp")
+    # beside an edit made elsewhere (its saved weights; the model is the unedited one)
+    report = gp.compare("toy-llama", "requests.json", editors=["memit", "rose"], edited={"mine": "edited/"})
 
 Every editor is measured exactly as :func:`geomprobe.report.diagnose` measures one (shared workspace: the
 unedited evaluation, reference predictions, key geometry and value optimisations that editors share — e.g.
@@ -10,8 +12,10 @@ memory still count its value optimisation).
 
 JSON report (``report.json``; schema ``geomprobe.compare/1``):
 
-* ``schema``, ``model``, ``editors`` (in the order given), ``overrides`` (applied to every editor),
-  ``run`` (the first editor's; each editor's remedy commands are this run with ``--editor`` set to it),
+* ``schema``, ``model``, ``editors`` (in the order given, then the imported edits' names), ``edited`` (``{name:
+  origin}`` of the edits made elsewhere, ``--edited NAME=PATH``; empty without), ``overrides`` (applied to every
+  editor, not to imported edits), ``run`` (the first editor's, None without editors; each editor's remedy commands
+  are this run with ``--editor`` set to it; an imported edit's remedies carry no commands),
   ``requests``, ``forms``, ``rules``, ``thresholds``, ``weights_unchanged``, ``wall_seconds``, ``created``,
   ``geomprobe_version``, ``files`` — as in ``geomprobe.diagnose/1``;
 * ``table`` — one row per editor and form, fields :data:`TABLE_FIELDS`: ``success_before`` / ``success_after``
@@ -21,21 +25,28 @@ JSON report (``report.json``; schema ``geomprobe.compare/1``):
   medians), ``rho_median`` / ``rho_rel_median`` (over requests), ``delta_median`` (over requests; 0 on the
   declarative form), ``delta_lt_rho_rate`` (share of requests with Δ < ρ; None on the declarative form),
   ``edit_seconds``, ``peak_memory_mb``;
-* ``per_editor`` — ``{editor: {layers, config, editor_rule, editor_mode, measurements, verdicts, metrics, edit}}``
-  with the diagnose record formats (``measurements`` / ``verdicts`` typed in the returned report, their
-  ``to_dict()`` in the JSON; each verdict's ``remedy_commands`` run ``geomprobe diagnose`` with that editor).
+* ``per_editor`` — ``{editor: {layers, config, editor_rule, editor_mode, measurements, verdicts, metrics, edit,
+  imported}}`` with the diagnose record formats (``measurements`` / ``verdicts`` typed in the returned report, their
+  ``to_dict()`` in the JSON; each verdict's ``remedy_commands`` run ``geomprobe diagnose`` with that editor;
+  ``imported`` as in ``geomprobe.diagnose/1``: None for an editor, where an imported edit came from and what is not
+  available for it otherwise).
+
+Edits made elsewhere (``edited={"mine": "edited-model/"}``, ``geomprobe compare --edited mine=edited-model/``) are
+imported on the unedited model for the same requests (:meth:`EditUpdate.from_weights
+<geomprobe.editors.update.EditUpdate.from_weights>`) before any editor runs, then measured like an editor: rows in
+``table`` and an entry in ``per_editor`` under their name (``edit_seconds`` 0: the edit's cost is unknown).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from . import verdict as V
-from .common import (FORMS, check_editors, check_unchanged, load_inputs, make_workspace, mean, median, model_info,
-                     package_version, plain, requests_arg, snapshot)
+from .common import (FORMS, check_edited, check_editors, check_unchanged, import_edits, load_inputs, make_workspace,
+                     mean, median, model_info, package_version, plain, requests_arg, snapshot)
 from .diagnose import measure
 from .records import Run
 
@@ -44,9 +55,9 @@ DEFAULT_EDITORS: tuple[str, ...] = ("memit", "memit-merge", "alphaedit", "rose")
 TABLE_FIELDS: tuple[str, ...] = ("editor", "form", "success_before", "success_after", "token_acc_after", "n_ok",
                                  "n_requests", "n_not_evaluated", "rho_median", "rho_rel_median", "delta_median",
                                  "delta_lt_rho_rate", "edit_seconds", "peak_memory_mb")
-REPORT_KEYS: tuple[str, ...] = ("schema", "model", "editors", "overrides", "run", "requests", "forms", "table",
-                                "per_editor", "rules", "thresholds", "weights_unchanged", "wall_seconds", "created",
-                                "geomprobe_version", "files")
+REPORT_KEYS: tuple[str, ...] = ("schema", "model", "editors", "edited", "overrides", "run", "requests", "forms",
+                                "table", "per_editor", "rules", "thresholds", "weights_unchanged", "wall_seconds",
+                                "created", "geomprobe_version", "files")
 
 
 def table_rows(name: str, res: dict) -> list[dict[str, Any]]:
@@ -75,16 +86,22 @@ def table_rows(name: str, res: dict) -> list[dict[str, Any]]:
 
 
 def compare(model: Any, requests: Any, editors: Sequence[str] | str = DEFAULT_EDITORS,
-            out: str | Path | None = None, *, overrides: dict | None = None, trials: int = 10,
-            device: str | None = None, dtype: str | None = None,
+            out: str | Path | None = None, *, edited: Mapping[str, Any] | None = None, overrides: dict | None = None,
+            trials: int = 10, device: str | None = None, dtype: str | None = None,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run :func:`~geomprobe.report.diagnose`'s measurements for each editor on the same requests.
 
     Args:
         model / requests / overrides / trials / device / dtype: as for :func:`~geomprobe.report.diagnose`
-            (``overrides`` apply to every editor).
-        editors: names, or one comma-separated string.
+            (``overrides`` apply to every editor, not to the imported edits).
+        editors: names, or one comma-separated string (may be empty when ``edited`` is given).
         out: folder for ``report.html``, ``report.md``, ``report.json`` and the figure PNGs.
+        edited: edits made elsewhere, ``{name: what}`` (``geomprobe compare --edited NAME=PATH``): ``what`` a saved
+            model directory, a ``.safetensors`` / ``.pt`` / ``.bin`` file, a state dict or ``{layer: ΔW}``, or an
+            :class:`~geomprobe.editors.update.EditUpdate`; each is imported for these requests on the (unedited)
+            ``model`` before any editor runs (a refusal — another architecture or shape, nothing changed... — stops
+            the run with one line) and measured after the editors, as ``diagnose(edited=...)`` measures one.  A name
+            must not be an editor's.
 
     Returns:
         the JSON report (see the module docstring).
@@ -94,7 +111,9 @@ def compare(model: Any, requests: Any, editors: Sequence[str] | str = DEFAULT_ED
     t0 = time.perf_counter()
     if isinstance(editors, str):
         editors = editors.split(",")
-    names = check_editors(list(editors))
+    editors = [n for n in editors if n and n.strip()]
+    edits = check_edited(edited, editors=[n.strip() for n in editors])
+    names = check_editors(list(editors)) if (editors or not edits) else []
     if len(set(names)) != len(names):
         names = list(dict.fromkeys(names))
     overrides = dict(overrides or {})
@@ -102,18 +121,24 @@ def compare(model: Any, requests: Any, editors: Sequence[str] | str = DEFAULT_ED
     lm, reqs = load_inputs(model, requests, device, dtype, log, editors=names, overrides=overrides)
     saved = snapshot(lm)
     ws = make_workspace(lm, reqs, lm.name, out, trials, log)
+    for nm, upd in import_edits(lm, reqs, edits, log).items():  # refusals here, before any editor computes
+        ws.register_update(nm, upd)
+    check_unchanged(lm, saved)
     run = Run(model=model if isinstance(model, (str, Path)) else lm.name, requests=requests_arg(requests, reqs, out),
               editor=names[0], overrides={k: plain(v) for k, v in overrides.items()}, trials=trials, device=device,
-              dtype=dtype)
+              dtype=dtype) if names else None
     per_editor, table = {}, []
-    for name in names:
-        res = measure(ws, reqs, name, overrides, Run.from_report({"run": run}, editor=name))
+    for name in [*names, *edits]:
+        given = name in edits
+        res = measure(ws, reqs, name, {} if given else overrides,
+                      None if given else Run.from_report({"run": run}, editor=name))
         check_unchanged(lm, saved)
         upd = res.pop("update")
         per_editor[name] = {"layers": list(upd.layers), "config": dict(upd.hparams), **res}
         table.extend(table_rows(name, res))
     report = {
-        "schema": SCHEMA, "model": model_info(lm), "editors": names,
+        "schema": SCHEMA, "model": model_info(lm), "editors": [*names, *edits],
+        "edited": {nm: per_editor[nm]["config"].get("origin", f"<{type(edits[nm]).__name__}>") for nm in edits},
         "overrides": {k: plain(v) for k, v in overrides.items()}, "run": run, "requests": [r.to_dict() for r in reqs],
         "forms": list(FORMS), "table": table, "per_editor": per_editor, "rules": V.rules_table(),
         "thresholds": dict(V.THRESHOLDS), "weights_unchanged": True, "wall_seconds": time.perf_counter() - t0,

@@ -5,6 +5,9 @@
     for v in report["verdicts"]:
         print(v.label, v.form, v.verdict, *v.remedy_commands)
 
+    # an edit made elsewhere (EasyEdit, the ROME/MEMIT scripts...): the unedited model + its edited weights
+    report = gp.diagnose("toy-llama", "requests.json", edited="edited-model/", out="diag-imported")
+
 The edit is computed once and applied only inside ``update.applied(lm)``; the model's rewrite weights are
 checked bit-identical afterwards.  Every number comes from the probes (:mod:`geomprobe.probes`) and
 :func:`geomprobe.evaluate.evaluate`; the verdicts come from the numbers through the rules of
@@ -19,7 +22,15 @@ JSON report (``report.json``; schema ``geomprobe.diagnose/1``, fields stable wit
 * ``editor`` — editor name; ``editor_rule`` / ``editor_mode`` — its update rule and value optimisation mode;
 * ``overrides`` — editor options applied on top of the model's preset; ``config`` — the resolved config;
 * ``run`` — ``{model, requests, editor, overrides, trials, device, dtype}``: what reproduces the run on the
-  command line (the remedy commands are this run with one change);
+  command line (the remedy commands are this run with one change); None for an edit made elsewhere (``edited``:
+  it cannot be recomputed with other options, so its remedies carry no command lines);
+* ``imported`` — None for an edit computed by a geomprobe editor; for an edit made elsewhere (``geomprobe diagnose
+  --edited PATH``, ``gp.diagnose(..., edited=PATH)``): ``{name, origin, form, key_weighting, reapply_exact,
+  max_abs_delta, value, not_available}`` — where it came from, and ``not_available``: what is not measured for an
+  imported edit and why (counterfactual rules Δ cov. / Δ iso. / amplification, gradient conflict, kᵀC⁻¹k, value
+  settings and losses, remedy command lines; those measurement fields are None).  Its ``editor_rule`` is None and
+  ``editor_mode`` ``"imported"``; ρ is measured around the δ = z − h the edited model delivers at its last changed
+  layer on the bare prompt (:func:`~geomprobe.editors.imported.delivered_value`), not around an optimised value;
 * ``layers`` — edit layers (Δ and ρ are measured at the last one);
 * ``requests`` — the edited requests (``EditRequest.to_dict()``; requests without a ``case_id`` get ``r<i>``:
   ids key the records, people read the ``label``);
@@ -58,8 +69,9 @@ import torch
 
 from ..errors import GeomprobeError
 from . import verdict as V
-from .common import (FORMS, case_key, check_editors, check_unchanged, load_inputs, make_workspace, mean, model_info,
-                     not_evaluated_reason, package_version, plain, requests_arg, snapshot)
+from .common import (FORMS, case_key, check_edited, check_editors, check_unchanged, default_name, import_edits,
+                     imported_info, load_inputs, make_workspace, mean, model_info, not_evaluated_reason,
+                     package_version, plain, requests_arg, snapshot)
 from .records import Measurement, Run, Verdict, request_label
 
 SCHEMA = "geomprobe.diagnose/1"
@@ -286,27 +298,48 @@ def switch_peaks(ws, reqs, wanted) -> dict[str, dict[str, float | int | None]]:
 
 def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None = None) -> dict[str, Any]:
     """Everything :func:`diagnose` reports for one editor: ``{measurements, verdicts, metrics, edit, update,
-    editor_rule, editor_mode}`` (records typed: :class:`Measurement`, :class:`Verdict`).  ``run`` makes the
-    verdicts carry their remedy command lines."""
+    editor_rule, editor_mode, imported}`` (records typed: :class:`Measurement`, :class:`Verdict`).  ``run`` makes
+    the verdicts carry their remedy command lines.
+
+    ``name`` may also be an update registered with :meth:`Workspace.register_update
+    <geomprobe.workspace.Workspace.register_update>` (e.g. an edit imported from saved weights): it is measured as
+    given.  For an *imported* edit the rule and mode are unknown (``editor_rule`` None, ``editor_mode``
+    ``"imported"``), ρ is measured around the δ = z − h the edited model delivers, and what needs the editor's
+    settings (counterfactual rules, gradient conflict, value settings, remedy command lines) is not measured and is
+    listed in ``imported["not_available"]`` (:data:`~geomprobe.report.common.NOT_AVAILABLE`); ``run`` is ignored.
+    """
     overrides = dict(overrides or {})
     log = ws.log
     t0 = time.perf_counter()
-    log(f"{name}: edit")
+    given = ws.is_given(name)
+    if not given:
+        log(f"{name}: edit")
     upd = ws.update(name, reqs, **overrides)
-    ed = ws.editor(name, **overrides)
+    imported = bool(getattr(upd, "is_imported", False))
+    if given:
+        log(f"{name}: {'imported' if imported else 'given'} edit, layers {list(upd.layers)}")
+    if imported:
+        rule, mode, run = None, "imported", None
+    elif given:  # an EditUpdate computed by a geomprobe editor elsewhere: its own settings are in its hparams
+        rule, mode, run = upd.hparams.get("rule"), upd.hparams.get("mode"), None
+    else:
+        ed = ws.editor(name, **overrides)
+        rule, mode = ed.rule, ed.mode
     layer = upd.layers[-1]
     log(f"{name}: evaluate after the edit")
     before = _shares(evaluation(ws, reqs, None, {}))
     after = _shares(evaluation(ws, reqs, name, overrides))
     ref = ws.reference(reqs)
-    log(f"{name}: tolerance radius, activation deviation, gradient conflict, key cosines")
+    log(f"{name}: tolerance radius, activation deviation, gradient conflict, key cosines"
+        + (" (imported edit: ρ around the delivered δ = z − h; no counterfactual rules, no conflict)"
+           if imported else ""))
     rho = ws.tolerance(name, reqs, **overrides).reset_index(drop=True)
-    dev = ws.deviation(name, ("update", "covariance", "identity"), reqs, **overrides)
+    dev = ws.deviation(name, ("update",) if imported else ("update", "covariance", "identity"), reqs, **overrides)
     dmean = dev.groupby(["case_id", "form", "rule"])["value"].mean()
     dk = dev[dev["rule"] == "update"].groupby(["case_id", "form"])["dk_norm"].mean()
-    conf = conflicts(ws, reqs, upd, ed.mode)
+    conf = {} if imported else conflicts(ws, reqs, upd, mode)
     geo = key_geometry(ws, reqs, layer, upd)
-    writes = key_writes(ws, reqs, upd, ed.rule)
+    writes = key_writes(ws, reqs, upd, rule)
     hp = upd.hparams
     vcfg = hp.get("value") or {}
     n_rel: dict[str, int] = {}
@@ -323,13 +356,13 @@ def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None 
             b, a = before.get((r.case_id, form), {}), after.get((r.case_id, form), {})
             if not a:  # no prompts of this form: reported as not evaluated, never dropped
                 measurements.append(Measurement(
-                    editor=name, editor_rule=ed.rule, case_id=r.case_id, label=label, subject=r.subject,
+                    editor=name, editor_rule=rule, case_id=r.case_id, label=label, subject=r.subject,
                     relation=r.relation, form=form, layer=layer, n_prompts=0, criterion=None, true_target=true,
                     not_evaluated=not_evaluated_reason(r, form), n_relations=n_rel[r.subject],
                     edit_layers=tuple(int(l) for l in upd.layers), n_model_layers=ws.lm.n_layers))
                 continue
-            if form == "declarative":
-                d_u = d_c = d_i = 0.0
+            if form == "declarative":  # Δ is 0 by definition; an imported edit has no counterfactual rules
+                d_u, d_c, d_i = (0.0, None, None) if imported else (0.0, 0.0, 0.0)
                 amp, dkn, kc = None, 0.0, 1.0
             else:
                 get = lambda rule: (float(dmean[(r.case_id, form, rule)])  # noqa: E731
@@ -339,7 +372,7 @@ def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None 
                 dkn = float(dk[(r.case_id, form)]) if (r.case_id, form) in dk.index else None
                 kc = g.get("key_cosine", {}).get(form)
             measurements.append(Measurement(
-                editor=name, editor_rule=ed.rule, case_id=r.case_id, label=label,
+                editor=name, editor_rule=rule, case_id=r.case_id, label=label,
                 subject=r.subject, relation=r.relation, form=form, layer=layer, n_prompts=a.get("n"),
                 criterion=a.get("criterion") or criterion, true_target=true,
                 not_evaluated=None if a.get("success") is not None else
@@ -355,7 +388,8 @@ def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None 
                 collision_subject=g.get("collision_subject"), collision_cosine=g.get("collision_cosine"),
                 edit_layers=tuple(int(l) for l in upd.layers), n_model_layers=ws.lm.n_layers,
                 lam=hp.get("lam"), alpha=hp.get("alpha"), **writes.get(r.case_id, {}),
-                value_steps=vcfg.get("steps"), value_steps_run=getattr(upd.value, "steps_run", None),
+                value_steps=vcfg.get("steps"),
+                value_steps_run=None if imported else getattr(upd.value, "steps_run", None),
                 value_clamp=vcfg.get("clamp"),
             ))
     # the switch-rate probe runs only for the requests whose verdict names it
@@ -371,7 +405,7 @@ def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None 
             bs = [before[(r.case_id, form)][key] for r in reqs if before.get((r.case_id, form), {}).get(key) is not None]
             as_ = [after[(r.case_id, form)][key] for r in reqs if after.get((r.case_id, form), {}).get(key) is not None]
             metrics.append({"form": form, "protocol": proto, "before": mean(bs), "after": mean(as_), "n": len(as_)})
-    val = upd.value
+    val = None if imported else upd.value
     edit = {"seconds": upd.seconds, "peak_memory_mb": upd.peak_memory_mb,
             "delta_norms": {str(k): v for k, v in upd.delta_norms().items()},
             "value_steps_run": getattr(val, "steps_run", None),
@@ -379,21 +413,37 @@ def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None 
             "value_loss_last": float(val.losses[-1]) if val is not None and val.losses else None,
             "measure_seconds": time.perf_counter() - t0}
     return {"measurements": measurements, "verdicts": verdicts, "metrics": metrics, "edit": edit, "update": upd,
-            "editor_rule": ed.rule, "editor_mode": ed.mode}
+            "editor_rule": rule, "editor_mode": mode, "imported": imported_info(upd)}
 
 
 # ---- entry point ----------------------------------------------------------------------------------------
-def diagnose(model: Any, requests: Any, editor: str = "memit", out: str | Path | None = None, *,
-             overrides: dict | None = None, trials: int = 10, device: str | None = None, dtype: str | None = None,
+def diagnose(model: Any, requests: Any, editor: str | None = None, out: str | Path | None = None, *,
+             edited: Any = None, name: str | None = None, overrides: dict | None = None, trials: int = 10,
+             device: str | None = None, dtype: str | None = None,
              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Diagnose one editor on ``requests``: measurements, verdicts and (with ``out``) the reports.
+    """Diagnose one editor on ``requests`` — or an edit made elsewhere (``edited``) — : measurements, verdicts and
+    (with ``out``) the reports.
 
     Args:
-        model: built-in name, HF id, local path, or a loaded :class:`~geomprobe.LM`.
-        requests: built-in set name, request file, or a list of :class:`~geomprobe.EditRequest`.
-        editor: editor name (``gp.editors.names()`` or ``revive(<name>)``).
+        model: built-in name, HF id, local path, or a loaded :class:`~geomprobe.LM`; with ``edited``, the
+            *unedited* model the edit was made on (its weights stay bit-identical).
+        requests: built-in set name, request file, or a list of :class:`~geomprobe.EditRequest`; with ``edited``,
+            the requests the edit wrote.
+        editor: editor name (``gp.editors.names()`` or ``revive(<name>)``); default ``memit``.  Not with ``edited``.
         out: folder for ``report.html`` (self-contained), ``report.md``, ``report.json`` and the figure PNGs.
-        overrides: editor options on top of the model's preset (``layers=``, ``lam=``, ``value_clamp=``...).
+        edited: an edit made elsewhere instead of an editor: the path of a saved model directory or a
+            ``.safetensors`` / ``.pt`` / ``.bin`` file of edited weights (or ``{layer: ΔW}``), a state dict or
+            ``{layer: ΔW}`` mapping in memory (read with :meth:`EditUpdate.from_weights
+            <geomprobe.editors.update.EditUpdate.from_weights>`), or an already computed
+            :class:`~geomprobe.editors.update.EditUpdate`.  An edit of another architecture or shape, one that
+            changed nothing or other parameters than the MLP output projections, or NaN/Inf, is refused with one
+            :class:`GeomprobeError` line before anything is measured.  Every probe runs on it; ρ is measured around
+            the δ = z − h the edited model delivers, and what needs the editor's settings is listed under
+            ``imported.not_available`` (see the module docstring).
+        name: the edit's name in the report with ``edited`` (default ``"imported"``, or a given update's
+            ``editor``); not an editor's name.
+        overrides: editor options on top of the model's preset (``layers=``, ``lam=``, ``value_clamp=``...); not
+            with ``edited`` (an edit made elsewhere brings its own layers and settings).
         trials: noise draws per radius of the tolerance probe.
 
     Returns:
@@ -402,21 +452,40 @@ def diagnose(model: Any, requests: Any, editor: str = "memit", out: str | Path |
     from .render import write_diagnose
 
     t0 = time.perf_counter()
-    (name,) = check_editors([editor])
     overrides = dict(overrides or {})
-    lm, reqs = load_inputs(model, requests, device, dtype, log, editors=[name], overrides=overrides)
+    if edited is not None:
+        if editor is not None:
+            raise GeomprobeError(f"pass editor={editor!r} or edited=..., not both (compare runs editors beside an "
+                                 "imported edit)")
+        if overrides:
+            raise GeomprobeError(f"editor options ({', '.join(overrides)}) configure an editor; an edit made "
+                                 "elsewhere (edited=...) brings its own layers and settings")
+        if name is None:
+            name = default_name(edited)
+        edits = check_edited({name: edited})
+        editors: list[str] = []
+    else:
+        if name is not None:
+            raise GeomprobeError(f"name={name!r} names an edit made elsewhere; pass it with edited=PATH")
+        (name,) = check_editors([editor or "memit"])
+        edits, editors = {}, [name]
+    lm, reqs = load_inputs(model, requests, device, dtype, log, editors=editors, overrides=overrides)
     saved = snapshot(lm)
     ws = make_workspace(lm, reqs, lm.name, out, trials, log)
-    run = Run(model=model if isinstance(model, (str, Path)) else lm.name, requests=requests_arg(requests, reqs, out),
-              editor=name, overrides={k: plain(v) for k, v in overrides.items()}, trials=trials, device=device,
-              dtype=dtype)
+    for nm, upd in import_edits(lm, reqs, edits, log).items():  # refusals here, before anything is measured
+        ws.register_update(nm, upd)
+    check_unchanged(lm, saved)
+    run = None if edits else Run(model=model if isinstance(model, (str, Path)) else lm.name,
+                                 requests=requests_arg(requests, reqs, out), editor=name,
+                                 overrides={k: plain(v) for k, v in overrides.items()}, trials=trials, device=device,
+                                 dtype=dtype)
     res = measure(ws, reqs, name, overrides, run)
     check_unchanged(lm, saved)
     upd = res["update"]
     report = {
         "schema": SCHEMA, "model": model_info(lm), "editor": name, "editor_rule": res["editor_rule"],
         "editor_mode": res["editor_mode"], "overrides": {k: plain(v) for k, v in overrides.items()},
-        "config": dict(upd.hparams), "run": run, "layers": list(upd.layers),
+        "config": dict(upd.hparams), "run": run, "imported": res["imported"], "layers": list(upd.layers),
         "requests": [r.to_dict() for r in reqs], "forms": list(FORMS),
         "measurements": res["measurements"], "verdicts": res["verdicts"], "rules": V.rules_table(),
         "thresholds": dict(V.THRESHOLDS), "metrics": res["metrics"], "edit": res["edit"], "weights_unchanged": True,
@@ -430,7 +499,7 @@ def diagnose(model: Any, requests: Any, editor: str = "memit", out: str | Path |
 
 #: Top-level keys of the diagnose JSON report, in order.
 REPORT_KEYS: tuple[str, ...] = ("schema", "model", "editor", "editor_rule", "editor_mode", "overrides", "config",
-                                "run", "layers", "requests", "forms", "measurements", "verdicts", "rules",
+                                "run", "imported", "layers", "requests", "forms", "measurements", "verdicts", "rules",
                                 "thresholds", "metrics", "edit", "weights_unchanged", "wall_seconds", "created",
                                 "geomprobe_version", "files")
 

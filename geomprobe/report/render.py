@@ -238,6 +238,34 @@ def _header(report: dict, kind: str) -> tuple[str, str]:
     return title, meta
 
 
+def imported_lines(info: dict | None) -> list[str]:
+    """What a report says about an edit made elsewhere (``report["imported"]`` / ``per_editor[e]["imported"]``):
+    where it came from, how ρ was measured and what is not available for it; [] for an editor's edit."""
+    if not info:
+        return []
+    exact = info.get("reapply_exact")
+    lines = [f"imported edit {info.get('name')} from {info.get('origin')} ({info.get('form')}"
+             + ("" if exact is None else f"; re-applied bit for bit: {'yes' if exact else 'no'}")
+             + f"; keys {info.get('key_weighting')}): no value optimisation, ρ measured around the δ = z − h the "
+               "edited model delivers at its last changed layer"]
+    na = info.get("not_available") or {}
+    if na:
+        lines.append("not available for an imported edit: " + "; ".join(
+            f"{k} ({str(v).removeprefix('not available for an imported edit: ')})" for k, v in na.items()))
+    return lines
+
+
+def _edit_line(report: dict) -> str:
+    e = report["edit"]
+    if report.get("imported"):
+        return (f"imported edit {report['editor']} (no value optimisation), layers {report['layers']}, "
+                f"‖ΔW‖ per layer {_cell(list(e['delta_norms'].values()))}")
+    return (f"editor {report['editor']} (value mode {report['editor_mode']}, rule {report['editor_rule']}), "
+            f"layers {report['layers']}, edit time {e['seconds']:.1f} s, peak memory {e['peak_memory_mb']:.0f} MB, "
+            f"value loss {_cell(e['value_loss_first'])} → {_cell(e['value_loss_last'])} "
+            f"in {e['value_steps_run']} steps")
+
+
 def write_diagnose(report: dict, out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     figs = {name: (_png(fig), cap) for name, (fig, cap) in diagnose_figures(report).items()}
@@ -246,13 +274,11 @@ def write_diagnose(report: dict, out: Path) -> list[str]:
         (out / f"{name}.png").write_bytes(png)
         files.append(str(out / f"{name}.png"))
     title, meta = _header(report, "diagnose")
-    e = report["edit"]
-    edit_line = (f"editor {report['editor']} (value mode {report['editor_mode']}, rule {report['editor_rule']}), "
-                 f"layers {report['layers']}, edit time {e['seconds']:.1f} s, peak memory {e['peak_memory_mb']:.0f} MB, "
-                 f"value loss {_cell(e['value_loss_first'])} → {_cell(e['value_loss_last'])} "
-                 f"in {e['value_steps_run']} steps")
+    edit_line = _edit_line(report)
+    extra = imported_lines(report.get("imported"))
     verdicts, meas = _verdict_rows(report["verdicts"]), _meas_rows(report["measurements"])
-    md = [f"# {title}", "", meta, "", edit_line, "", "## Verdicts", "", md_table(verdicts, _VERDICT_COLS), "",
+    md = [f"# {title}", "", meta, "", edit_line, "", *(x for line in extra for x in (line, "")),
+          "## Verdicts", "", md_table(verdicts, _VERDICT_COLS), "",
           "## Metrics before / after", "", md_table(_metric_rows(report["metrics"]), _METRIC_COLS), "",
           "## Measurements", "", _GLOSSARY, "", md_table(meas, _MEAS_COLS), "", "## Figures", ""]
     md += [f"![{n}]({n}.png)\n\n{cap}\n" for n, (_, cap) in figs.items()]
@@ -261,6 +287,7 @@ def write_diagnose(report: dict, out: Path) -> list[str]:
            f"`{report['schema']}`)."]
     (out / "report.md").write_text("\n".join(md) + "\n")
     parts = [f"<h1>{html.escape(title)}</h1><p class='meta'>{html.escape(meta)}</p><p>{html.escape(edit_line)}</p>",
+             *(f"<p>{html.escape(line)}</p>" for line in extra),
              "<h2>Verdicts</h2>", html_table(verdicts, _VERDICT_COLS, "verdicts"),
              "<h2>Metrics before / after</h2>", html_table(_metric_rows(report["metrics"]), _METRIC_COLS),
              "<h2>Measurements</h2>", f"<p class='meta'>{html.escape(_GLOSSARY)}</p>", html_table(meas, _MEAS_COLS),
@@ -278,8 +305,13 @@ def write_diagnose(report: dict, out: Path) -> list[str]:
 
 def summary_diagnose(report: dict) -> list[str]:
     """A few terminal lines: one per request and form (ok / FAIL + the verdict), then the files."""
-    lines = [f"{report['editor']} on {report['model']['name']}: {len(report['requests'])} requests, layers "
-             f"{report['layers']}, edit {report['edit']['seconds']:.1f} s"]
+    if report.get("imported"):
+        lines = [f"imported edit {report['editor']} on {report['model']['name']}: {len(report['requests'])} requests, "
+                 f"changed layers {report['layers']}"]
+        lines += ["  " + line for line in imported_lines(report["imported"])]
+    else:
+        lines = [f"{report['editor']} on {report['model']['name']}: {len(report['requests'])} requests, layers "
+                 f"{report['layers']}, edit {report['edit']['seconds']:.1f} s"]
     verdicts = verdicts_of(report["verdicts"])
     width = max([len(v.label or v.case_id or "") for v in verdicts] + [10])
     for v in verdicts:
@@ -363,11 +395,14 @@ def write_compare(report: dict, out: Path) -> list[str]:
              f"<p class='meta'>{html.escape(_GLOSSARY)}</p>", html_table(table, _TABLE_COLS),
              "<h2>Figures</h2>", *(_fig_html(n, png, cap) for n, (png, cap) in figs.items())]
     for ed, d in report["per_editor"].items():
-        md += [f"## {ed}: verdicts", "", f"layers {d['layers']}, edit time {d['edit']['seconds']:.1f} s", "",
+        extra = imported_lines(d.get("imported"))
+        what = (f"layers {d['layers']}, edit time {d['edit']['seconds']:.1f} s" if not extra else
+                f"changed layers {d['layers']}")
+        md += [f"## {ed}: verdicts", "", what, "", *(x for line in extra for x in (line, "")),
                md_table(_verdict_rows(d["verdicts"]), _VERDICT_COLS), "", md_table(_meas_rows(d["measurements"]),
                                                                                   _MEAS_COLS), ""]
         parts += [f"<h2>{html.escape(ed)}: verdicts</h2>",
-                  f"<p>layers {d['layers']}, edit time {d['edit']['seconds']:.1f} s</p>",
+                  f"<p>{html.escape(what)}</p>", *(f"<p>{html.escape(line)}</p>" for line in extra),
                   html_table(_verdict_rows(d["verdicts"]), _VERDICT_COLS, "verdicts"),
                   html_table(_meas_rows(d["measurements"]), _MEAS_COLS)]
     md += ["## Verdict rules", "", md_table(report["rules"], _RULE_COLS), "",
@@ -392,6 +427,8 @@ def summary_compare(report: dict) -> list[str]:
                      f"{_cell(t['rho_median']):>8s} {_cell(t['delta_median']):>8s} {_pct(t['delta_lt_rho_rate']):>5s} "
                      f"{t['edit_seconds']:>7.1f} {t['peak_memory_mb']:>8.0f}")
     for ed, d in report["per_editor"].items():
+        if d.get("imported"):
+            lines += [f"  {ed}: " + line for line in imported_lines(d["imported"])]
         fails = [v for v in verdicts_of(d["verdicts"]) if status_of(v) == "fails"]
         if fails:
             lines.append(f"  {ed} fails on:")
@@ -416,5 +453,5 @@ def summary_compare(report: dict) -> list[str]:
     return lines
 
 
-__all__ = ["measurements_frame", "measurements_of", "md_table", "summary_compare", "summary_diagnose", "write_compare", "write_diagnose", "write_json",
+__all__ = ["imported_lines", "measurements_frame", "measurements_of", "md_table", "summary_compare", "summary_diagnose", "write_compare", "write_diagnose", "write_json",
            "verdicts_of"]
