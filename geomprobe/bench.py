@@ -41,6 +41,12 @@ def _first_per_subject(requests, n: int):
     return out
 
 
+def _subject_batch(requests, n: int = 4):
+    """The paper's Fig. 18 batch: ``n`` requests of the first subject with at least ``n`` relations."""
+    subject = next(s for s in dict.fromkeys(r.subject for r in requests) if sum(r.subject == s for r in requests) >= n)
+    return [r for r in requests if r.subject == subject][:n]
+
+
 def bench_editors(lm, requests, names: Sequence[str] = ("memit-merge", "rose"), n_tokens: int = 20_000) -> pd.DataFrame:
     """Edit time and peak memory per editor on the same batch (covariance cache built before timing)."""
     from . import editors
@@ -148,9 +154,8 @@ def run_bench(model: str = "smollm2-135m", requests: str = "same-subject", only:
               f"one pass {c['one_pass_tok_s']:.0f} tok/s vs plain forward {c['forward_tok_s']:.0f} tok/s")
     if "editors" in only:
         # the paper's Fig. 18 batch: 4 requests; here one subject with its 4 relations (a same-subject batch)
-        subject = next(s for s in dict.fromkeys(r.subject for r in reqs) if sum(r.subject == s for r in reqs) >= 4)
-        batch = [r for r in reqs if r.subject == subject][:4]
-        subjects = [subject]
+        batch = _subject_batch(reqs)
+        subjects = [batch[0].subject]
         e = bench_editors(lm, batch)
         report["editors"] = e.to_dict("records")
         m, r = e.set_index("editor").loc["memit-merge"], e.set_index("editor").loc["rose"]
@@ -175,18 +180,14 @@ def run_bench(model: str = "smollm2-135m", requests: str = "same-subject", only:
               f"{fast['total_seconds'].iloc[0]:.2f} s -> {ratio:.0f}x (target >= 100x); largest disagreement "
               f"{gap:.2f} reference steps (target <= 1)")
     if "hki" in only:
-        subject = next(s for s in dict.fromkeys(r.subject for r in reqs) if sum(r.subject == s for r in reqs) >= 4)
-        batch = [r for r in reqs if r.subject == subject][:4]
-        h = bench_hki(lm, batch)
+        h = bench_hki(lm, _subject_batch(reqs))
         report["hki"] = h
         n = h["n_requests"]
         print(f"HKI value optimisation, {n} requests / 1 subject, {h['steps']} steps: full forward "
               f"{h['full_s'] / n:.1f} s/request vs prefix-cached {h['cached_s'] / n:.1f} s/request -> "
               f"{h['ratio']:.2f}x (target >= 3x); |δ_full − δ_cached| / |δ| = {h['max_rel_delta_diff']:.1e}")
     if "evaluation" in only:
-        subject = next(s for s in dict.fromkeys(r.subject for r in reqs) if sum(r.subject == s for r in reqs) >= 4)
-        batch = [r for r in reqs if r.subject == subject][:4]
-        ev = bench_evaluation(lm, batch)
+        ev = bench_evaluation(lm, _subject_batch(reqs))
         report["evaluation"] = ev
         n = ev["n_prompts"]
         print(f"evaluation, {ev['n_requests']} requests, {n} prompts (prob, token_acc, gen; locality reference "

@@ -163,25 +163,25 @@ def test_realistic_mistakes_fail_in_seconds_naming_the_nearest_choice(capsys, no
 
 
 def test_uncached_hub_id_without_a_reachable_hub_fails_at_once(capsys, no_model, monkeypatch):
-    import geomprobe.editors.options as options
+    import geomprobe.models.names as names
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     asked = []
-    monkeypatch.setattr(options, "_hub_reachable", lambda *a, **k: asked.append(1) or False)
+    monkeypatch.setattr(names, "_hub_reachable", lambda *a, **k: asked.append(1) or False)
     err = _one_line_error(capsys, "diagnose", "--model", "someorg/smollm2-135m-typo", "--requests", "toy",
                           limit_s=3.0)
     assert asked and "cannot be reached" in err and "nearest built-in: smollm2-135m" in err, err
 
 
 def test_the_python_loader_refuses_unreachable_names_at_once(monkeypatch):
-    import geomprobe.editors.options as options
+    import geomprobe.models.names as names
     import geomprobe.models.load as load
     from geomprobe.errors import ModelLoadError
 
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
-    monkeypatch.setattr(options, "_hub_reachable", lambda *a, **k: False)
+    monkeypatch.setattr(names, "_hub_reachable", lambda *a, **k: False)
     t0 = time.perf_counter()
     with pytest.raises(ModelLoadError, match="did you mean smollm2-135m"):
         load.load_model("smollm2-135")  # a typo: no hub request at all

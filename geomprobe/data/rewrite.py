@@ -177,22 +177,13 @@ def rewrite_pool(lm: Any, relation: str, template: str, *, seed: int = 0, cache_
 
 
 def _entry(lm: Any, template: str, seed: int, cache_dir: Any) -> dict[str, Any]:
-    from ..stats import _write_json, cache_root, model_slug
+    from .. import modelcache
 
-    ident = {k: lm.identity.get(k) for k in ("name", "model_type", "config_sha", "weight_checksum")}
     name = f"v{PROMPT_VERSION}/seed{seed}/{template}"
-    key = (json.dumps(ident, sort_keys=True), name)
+    key = (json.dumps(modelcache.identity_of(lm), sort_keys=True), name)
     if key in _MEMORY:
         return _MEMORY[key]
-    path = cache_root(cache_dir) / "templates" / f"{model_slug(lm)}.json"
-    saved: dict = {}
-    try:
-        saved = json.loads(path.read_text("utf-8"))
-        if saved.get("identity") != ident:
-            saved = {}
-    except (OSError, ValueError):
-        saved = {}
-    got = saved.get("pools", {}).get(name)
+    got = modelcache.load(lm, "templates", "pools", cache_dir).get(name)
     if _valid_entry(got):
         entry = got
     else:
@@ -201,11 +192,7 @@ def _entry(lm: Any, template: str, seed: int, cache_dir: Any) -> dict[str, Any]:
         questions = parse_questions(raw, placeholder, template)
         origin = "model" if len(questions) >= MIN_QUESTIONS else "fallback"
         entry = {"questions": questions, "origin": origin, "raw": raw}
-        pools = dict(saved.get("pools", {}), **{name: entry})
-        try:
-            _write_json(path, {"identity": ident, "pools": pools})
-        except OSError:
-            pass  # a read-only cache only costs a regeneration next time
+        modelcache.store(lm, "templates", "pools", name, entry, cache_dir)
     _MEMORY[key] = entry
     return entry
 

@@ -45,32 +45,19 @@ def context_templates(lm: LM, lengths: Sequence[int] = MEMIT_LENGTHS, seed: int 
         raise GeomprobeError(f"context lengths {lengths} must be positive token counts")
     if not lengths:
         return ("{}",)
-    ident = {k: lm.identity.get(k) for k in ("name", "model_type", "config_sha", "weight_checksum")}
-    key = (json.dumps(ident, sort_keys=True), lengths, seed)
+    from .. import modelcache
+
+    key = (json.dumps(modelcache.identity_of(lm), sort_keys=True), lengths, seed)
     if key in _MEMORY:
         return _MEMORY[key]
-    from ..stats import _write_json, cache_root, model_slug
-
-    path = cache_root(cache_dir) / "contexts" / f"{model_slug(lm)}.json"
     entry = f"{'-'.join(map(str, lengths))}/seed{seed}"
-    saved: dict = {}
-    try:
-        saved = json.loads(path.read_text("utf-8"))
-        if saved.get("identity") != ident:
-            saved = {}
-    except (OSError, ValueError):
-        saved = {}
-    got = saved.get("templates", {}).get(entry)
+    got = modelcache.load(lm, "contexts", "templates", cache_dir).get(entry)
     if isinstance(got, list) and len(got) == len(lengths) + 1 and all(isinstance(t, str) and t.endswith("{}")
                                                                        for t in got):
         out = tuple(got)
     else:
         out = ("{}",) + tuple(_as_template(t) for t in _generate(lm, lengths, seed))
-        templates = dict(saved.get("templates", {}), **{entry: list(out)})
-        try:
-            _write_json(path, {"identity": ident, "templates": templates})
-        except OSError:
-            pass  # a read-only cache only costs a regeneration next time
+        modelcache.store(lm, "contexts", "templates", entry, list(out), cache_dir)
     _MEMORY[key] = out
     return out
 

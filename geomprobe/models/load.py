@@ -157,7 +157,7 @@ def load_model(name_or_path: str, dtype: Any = None, device: Any = None, device_
     hf_logging.disable_progress_bar()
 
     if str(name_or_path) not in BUILTIN and not Path(str(name_or_path)).expanduser().is_dir():
-        from ..editors.options import check_model
+        from .names import check_model
 
         check_model(str(name_or_path))  # a typo or an unreachable hub fails here, not after minutes of retries
     path, source = resolve_builtin(name_or_path)

@@ -323,10 +323,7 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
     """
     if method not in METHODS:
         raise GeomprobeError(f"unknown method {method!r}; use 'fast' or 'reference'")
-    if criterion not in CRITERIA:
-        raise GeomprobeError(f"unknown criterion {criterion!r}; use 'prob', 'argmax' or 'beats-true'")
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0 < threshold < 1:
-        raise GeomprobeError(f"threshold must be a probability in (0, 1), got {threshold!r}")
+    check_criterion(update, [], criterion, threshold, allow_auto=False)
     if trials < 1 or not 0 < success <= 1:
         raise GeomprobeError(f"trials must be >= 1 and success in (0, 1]; got {trials}, {success}")
     update.check_model(lm)
@@ -342,12 +339,7 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
     k_max, need = int(max_radius / step + 1e-9), _need(trials, success)
     col_of = {i: c for c, members in enumerate(value.members) for i in members}
     idx = range(len(update.requests)) if requests is None else requests
-    if criterion == "beats-true":
-        for i in idx:
-            if update.requests[i].target_true is None:
-                raise GeomprobeError(f"criterion 'beats-true' needs target_true, but request "
-                                     f"{update.requests[i].case_id!r} has none; give it target_true or use "
-                                     "criterion='prob'")
+    check_criterion(update, idx, criterion, threshold, allow_auto=False)
     if forms is None:  # the legacy rows: the declarative edit prompt, no prompt index
         items = [(i, "declarative", None, render(update.requests[i].prompt, update.requests[i].subject,
                                                  "declarative")) for i in idx]
