@@ -29,10 +29,11 @@ def command(name: str):
 def _models(args: argparse.Namespace) -> int:
     from .models.builtin import BUILTIN, TOY_DIR, dir_size
 
+    w = max(map(len, BUILTIN)) + 1
     for name, b in BUILTIN.items():
         path = TOY_DIR / name
-        size = f"{dir_size(path) / 1e6:.1f} MB on disk" if path.is_dir() else "~98 MB GGUF, ~540 MB cached fp32"
-        print(f"{name:14s} {b.architecture}\n{'':14s} {b.origin}; {size}")
+        size = f"{dir_size(path) / 1e6:.1f} MB on disk" if path.is_dir() else b.size
+        print(f"{name:{w}s} {b.architecture}\n{'':{w}s} {b.origin}; {size}")
     return 0
 
 
@@ -265,10 +266,10 @@ def _log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-MODEL_HELP = ("built-in name (toy-gpt2, toy-llama, smollm2-135m: see `geomprobe models`), a local model directory, "
-              "or a model hub id")
+MODEL_HELP = ("built-in name (toy-gpt2, toy-llama, smollm2-135m, qwen2.5-coder-0.5b: see `geomprobe models`), a "
+              "local model directory, or a model hub id")
 REQUESTS_HELP = ("built-in set (same-subject, near-duplicates, toy) or a request file (geomprobe JSON, S2RKE, "
-                 "CounterFact, ZsRE, LoCoMo)")
+                 "CounterFact, EasyEdit, KnowEdit, ZsRE, LoCoMo)")
 EDITOR_HELP = "editor name (see `geomprobe editors`): rome, memit, memit-merge, alphaedit, rose, ..., revive(<name>)"
 LAYERS_HELP = "edit layers, e.g. 3,4,5 or 3-7 (default: the model's preset)"
 SET_HELP = ("editor option on top of the model's preset, repeatable: KEY=VALUE with KEY a field listed by "

@@ -279,6 +279,10 @@ def group_names(requests: Sequence[EditRequest], mode: Mode) -> tuple[list[str],
 
 
 def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueResult":
+    if mode == "hki":  # every relation gets a pool: registered, built-in, a rule's, else the model's own rewrite
+        from ..data.derive import prepare_pools
+
+        prepare_pools(requests, lm=lm, strict=True)
     rows = _build_rows(lm, requests, groups, mode, cfg)
     device = lm.device_of(layer)
     tb = rows.tb.to(lm.input_device)
