@@ -431,8 +431,9 @@ def _prepare(args: argparse.Namespace) -> None:
         check_requests(args.requests)
     if cmd in ("edit", "diagnose"):
         args.editor = check_editors([args.editor])[0]
-    if cmd == "compare":
-        args.editor_list = check_editors(args.editors)
+    if cmd == "compare":  # `--editors ""` with --edited: compare imported edits only
+        no_editors = args.edited and not args.editors.strip(" ,")
+        args.editor_list = [] if no_editors else check_editors(args.editors)
     if hasattr(args, "layers"):
         args.layer_tuple = parse_layers(args.layers)
     if args.global_set:

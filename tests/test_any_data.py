@@ -65,6 +65,12 @@ def test_every_editor_and_probe_runs_on_each_layout(toy, path):
     assert len(tol) == len(reqs)
     drift = gp.probes.edit_drift(toy, upd)
     assert set(drift["form"]) == {"declarative", "question", "instruction"}
+    patch = gp.probes.patch_transfer(toy, upd, scales=(1.0,))
+    assert set(patch["form"]) == {"declarative", "question", "instruction"}
+    keys = gp.probes.key_similarity(toy, reqs, [upd.layers[-1]])
+    assert len(keys) and keys["value"].notna().all()
+    conflict = gp.probes.gradient_conflict(update=upd)
+    assert conflict is not None
     for l in range(toy.n_layers):
         assert torch.equal(toy.weight(l), weights[l])
 

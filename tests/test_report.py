@@ -397,6 +397,13 @@ def test_compare_table_figures_and_weights(toy, files, tmp_path):
         (e, f) for e in ("memit", "rose-no-hki") for f in ("declarative", "question", "instruction")]
     for t in data["table"]:
         assert tuple(t) == TABLE_FIELDS and t["edit_seconds"] > 0
+        # the subjects the file holds; with one subject the bootstrap interval is undefined, never invented
+        subjects = {r["subject"] for r in data["requests"]}
+        assert t["n_subjects"] == len(subjects)
+        if len(subjects) < 2:
+            assert t["success_after_low"] is None and t["success_after_high"] is None
+        else:
+            assert t["success_after_low"] <= t["success_after"] <= t["success_after_high"]
     assert set(data["per_editor"]) == {"memit", "rose-no-hki"}
     for f in ("deviation_vs_radius.png", "metrics_before_after.png", "report.html", "report.md"):
         assert (tmp_path / f).stat().st_size > 0

@@ -52,12 +52,22 @@ from .records import Run
 
 SCHEMA = "geomprobe.compare/1"
 DEFAULT_EDITORS: tuple[str, ...] = ("memit", "memit-merge", "alphaedit", "rose")
-TABLE_FIELDS: tuple[str, ...] = ("editor", "form", "success_before", "success_after", "token_acc_after", "n_ok",
+TABLE_FIELDS: tuple[str, ...] = ("editor", "form", "success_before", "success_after", "success_after_low",
+                                 "success_after_high", "n_subjects", "token_acc_after", "n_ok",
                                  "n_requests", "n_not_evaluated", "rho_median", "rho_rel_median", "delta_median",
                                  "delta_lt_rho_rate", "edit_seconds", "peak_memory_mb")
 REPORT_KEYS: tuple[str, ...] = ("schema", "model", "editors", "edited", "overrides", "run", "requests", "forms",
                                 "table", "per_editor", "rules", "thresholds", "weights_unchanged", "wall_seconds",
                                 "created", "geomprobe_version", "files")
+
+
+def _interval(ms) -> Any:
+    """95% interval of the mean ``success_after`` over requests, resampling subjects (requests of one subject are
+    not independent): :func:`geomprobe.intervals.cluster_bootstrap`."""
+    from ..intervals import cluster_bootstrap
+
+    got = [(m.success_after, m.subject or m.case_id) for m in ms if m.success_after is not None]
+    return cluster_bootstrap([v for v, _ in got], [c for _, c in got])
 
 
 def table_rows(name: str, res: dict) -> list[dict[str, Any]]:
@@ -70,9 +80,12 @@ def table_rows(name: str, res: dict) -> list[dict[str, Any]]:
             continue
         ms = [m for m in every if V.evaluable(m)]
         pairs = [(m.delta, m.rho) for m in ms if m.delta is not None and m.rho is not None]
+        iv = _interval(ms)
         rows.append({
             "editor": name, "form": form, "success_before": mean(m.success_before for m in ms),
             "success_after": mean(m.success_after for m in ms),
+            "success_after_low": iv.low if iv.defined else None, "success_after_high": iv.high if iv.defined else None,
+            "n_subjects": iv.n_clusters,
             "token_acc_after": mean(m.token_acc_after for m in ms),
             "n_ok": sum(bool(ok.get((m.case_id, form))) for m in ms), "n_requests": len(every),
             "n_not_evaluated": len(every) - len(ms),

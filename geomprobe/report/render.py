@@ -417,13 +417,21 @@ def write_compare(report: dict, out: Path) -> list[str]:
     return files
 
 
+def _pct_ci(t: dict) -> str:
+    """``after`` with its subject-bootstrap interval, e.g. ``"62% [38, 88]"`` (no interval: one subject)."""
+    lo, hi = t.get("success_after_low"), t.get("success_after_high")
+    if lo is None or hi is None:
+        return _pct(t["success_after"])
+    return f"{_pct(t['success_after'])} [{100 * lo:.0f}, {100 * hi:.0f}]"
+
+
 def summary_compare(report: dict) -> list[str]:
     lines = [f"{', '.join(report['editors'])} on {report['model']['name']}: {len(report['requests'])} requests",
-             f"  {'editor':<12s} {'form':<12s} {'before':>6s} {'after':>6s} {'ok':>5s} {'med ρ':>8s} {'med Δ':>8s} "
-             f"{'Δ<ρ':>5s} {'edit s':>7s} {'peak MB':>8s}"]
+             f"  {'editor':<12s} {'form':<12s} {'before':>6s} {'after [95% CI]':>17s} {'ok':>5s} {'med ρ':>8s} "
+             f"{'med Δ':>8s} {'Δ<ρ':>5s} {'edit s':>7s} {'peak MB':>8s}"]
     for t in report["table"]:
         lines.append(f"  {t['editor']:<12s} {t['form']:<12s} {_pct(t['success_before']):>6s} "
-                     f"{_pct(t['success_after']):>6s} {t['n_ok']:>2d}/{_n_evaluated(t):<2d} "
+                     f"{_pct_ci(t):>17s} {t['n_ok']:>2d}/{_n_evaluated(t):<2d} "
                      f"{_cell(t['rho_median']):>8s} {_cell(t['delta_median']):>8s} {_pct(t['delta_lt_rho_rate']):>5s} "
                      f"{t['edit_seconds']:>7.1f} {t['peak_memory_mb']:>8.0f}")
     for ed, d in report["per_editor"].items():
@@ -446,6 +454,8 @@ def summary_compare(report: dict) -> list[str]:
         crit = _criteria_line(first["measurements"])
         if crit:
             lines.append("  " + crit)
+    n_sub = max((t.get("n_subjects") or 0 for t in report["table"]), default=0)
+    lines.append(f"  after: share of requests whose target wins, 95% interval resampling the {n_sub} subjects")
     lines.append(f"weights bit-identical afterwards: {'yes' if report['weights_unchanged'] else 'NO'}; "
                  f"wall time {report['wall_seconds']:.1f} s")
     if report.get("files"):
