@@ -355,7 +355,7 @@ def test_toy_remedy_commands_reproduce_the_run(failing, files):
 def test_report_files_and_json_fields_are_stable(failing):
     report, out, _ = failing
     data = json.loads((out / "report.json").read_text())
-    assert tuple(data) == REPORT_KEYS and data["schema"] == SCHEMA == "geomprobe.diagnose/1"
+    assert tuple(data) == REPORT_KEYS and data["schema"] == SCHEMA == "geomprobe.diagnose/2"
     assert data["weights_unchanged"] is True and data["editor"] == "memit-merge"
     assert len(data["measurements"]) == len(data["verdicts"]) == 2 * 3
     for m in data["measurements"]:

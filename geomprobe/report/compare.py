@@ -17,7 +17,7 @@ JSON report (``report.json``; schema ``geomprobe.compare/1``):
   editor, not to imported edits), ``run`` (the first editor's, None without editors; each editor's remedy commands
   are this run with ``--editor`` set to it; an imported edit's remedies carry no commands),
   ``requests``, ``forms``, ``rules``, ``thresholds``, ``weights_unchanged``, ``wall_seconds``, ``created``,
-  ``geomprobe_version``, ``files`` — as in ``geomprobe.diagnose/1``;
+  ``geomprobe_version``, ``files`` — as in ``geomprobe.diagnose/2``;
 * ``table`` — one row per editor and form, fields :data:`TABLE_FIELDS`: ``success_before`` / ``success_after``
   (mean over requests of the share of the form's prompts on which the target wins, ``prob`` protocol),
   ``token_acc_after`` (``token_acc`` protocol), ``n_ok`` of ``n_requests`` (requests whose verdict on the form
@@ -28,7 +28,7 @@ JSON report (``report.json``; schema ``geomprobe.compare/1``):
 * ``per_editor`` — ``{editor: {layers, config, editor_rule, editor_mode, measurements, verdicts, metrics, edit,
   imported}}`` with the diagnose record formats (``measurements`` / ``verdicts`` typed in the returned report, their
   ``to_dict()`` in the JSON; each verdict's ``remedy_commands`` run ``geomprobe diagnose`` with that editor;
-  ``imported`` as in ``geomprobe.diagnose/1``: None for an editor, where an imported edit came from and what is not
+  ``imported`` as in ``geomprobe.diagnose/2``: None for an editor, where an imported edit came from and what is not
   available for it otherwise).
 
 Edits made elsewhere (``edited={"mine": "edited-model/"}``, ``geomprobe compare --edited mine=edited-model/``) are

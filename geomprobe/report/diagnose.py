@@ -15,9 +15,9 @@ checked bit-identical afterwards.  Every number comes from the probes (:mod:`geo
 (:class:`~geomprobe.report.records.Measurement`, :class:`~geomprobe.report.records.Verdict`,
 :class:`~geomprobe.report.records.Run`); ``report.json`` holds their ``to_dict()``.
 
-JSON report (``report.json``; schema ``geomprobe.diagnose/1``, fields stable within a schema version):
+JSON report (``report.json``; schema ``geomprobe.diagnose/2``, fields stable within a schema version):
 
-* ``schema`` — ``"geomprobe.diagnose/1"``;
+* ``schema`` — ``"geomprobe.diagnose/2"``;
 * ``model`` — ``{name, n_layers, d_model, d_mlp, dtype}``;
 * ``editor`` — editor name; ``editor_rule`` / ``editor_mode`` — its update rule and value optimisation mode;
 * ``overrides`` — editor options applied on top of the model's preset; ``config`` — the resolved config;
@@ -47,7 +47,13 @@ JSON report (``report.json``; schema ``geomprobe.diagnose/1``, fields stable wit
   (``label``, ``ok``, ``status`` — ``ok``, ``fails`` or ``not-evaluable`` —, ``criterion``, ``rules`` fired,
   ``verdict`` sentence, ``remedies`` naming the values measured for this
   case, ``remedy_commands`` — the ``geomprobe diagnose`` command line of each remedy that has one —, the
-  ``numbers`` the rules read, ``thresholds``);
+  ``numbers`` the rules read, ``thresholds``) — the paper's account —, and beside it (schema 2) the ``cause`` the
+  interventions show on a failing form (:mod:`geomprobe.report.cause`: ``write-side``, ``read-side``,
+  ``magnitude``, ``interference``, ``value-not-reached``, ``declarative-failed``, ``near-duplicate``,
+  ``unexplained``), ``cause_text``, ``confirmed_by`` (the intervention), ``cause_remedy`` and ``cause_numbers``.
+  Measurement fields of the causal chain (schema 2): ``written_share``, ``drift_norm``, ``cumulative_drift``,
+  ``patched_success``, ``edited_patched_success``, ``crossing_scale``, ``rho_form``, ``rho_along_delta``
+  (:func:`causal_chain`);
 * ``rules`` — the rule table (``id, when, says, remedy``);
 * ``metrics`` — before/after summary per form: ``{form, protocol, before, after, n}`` (mean over requests of the
   per-request share; ``prob`` and ``token_acc``);
@@ -74,7 +80,7 @@ from .common import (FORMS, case_key, check_edited, check_editors, check_unchang
                      package_version, plain, requests_arg, snapshot)
 from .records import Measurement, Run, Verdict, request_label
 
-SCHEMA = "geomprobe.diagnose/1"
+SCHEMA = "geomprobe.diagnose/2"
 _METRIC = {"declarative": "efficacy", "question": "generalization", "instruction": "generalization"}
 #: Rules whose remedy names the layer where ``probes.subject_switch_rate`` peaks (measured only when one fires).
 SWITCH_RULES: tuple[str, ...] = ("not-the-drift", "value-not-reached")
@@ -296,6 +302,46 @@ def switch_peaks(ws, reqs, wanted) -> dict[str, dict[str, float | int | None]]:
     return out
 
 
+def _by_form(df: pd.DataFrame, columns: dict[str, str], how: str = "mean") -> dict[tuple[str, str], dict]:
+    """``{(case_id, form): {field: mean (or median) of column over the form's prompts}}``; NaN → None."""
+    out: dict[tuple[str, str], dict] = {}
+    if df is None or not len(df):
+        return out
+    cols = [c for c in columns if c in df.columns]
+    agg = df.groupby(["case_id", "form"])[cols].agg(how)
+    for key, row in agg.iterrows():
+        out[key] = {columns[c]: (None if pd.isna(row[c]) else float(row[c])) for c in cols}
+    return out
+
+
+def causal_chain(ws, upd, trials: int = 10) -> dict[tuple[str, str], dict[str, float | None]]:
+    """The interventions behind a cause (:mod:`geomprobe.report.cause`), per (case_id, form): the edited model's
+    written share of δ and drift at the last edit layer (:func:`~geomprobe.probes.edit_drift`), δ patched into the
+    unedited and the edited model and the δ-scaling crossing (:func:`~geomprobe.probes.patch_transfer`, criterion
+    ``auto``: beats target_true where there is one, else P > 0.5), ρ on the form's own prompts and the tolerance
+    along −δ̂ (medians)."""
+    from ..probes import directional_tolerance, edit_drift, patch_transfer, tolerance_radius
+
+    lm = ws.lm
+    drift = edit_drift(lm, upd, forms=FORMS)
+    drift = drift[drift["layer"] == upd.layers[-1]]
+    patch = patch_transfer(lm, upd, forms=FORMS, criterion="auto")
+    rho = tolerance_radius(lm, upd, trials=trials, forms=FORMS)
+    along = directional_tolerance(lm, upd, directions=("-delta",), forms=FORMS)
+    out: dict[tuple[str, str], dict] = {}
+    parts = (_by_form(drift, {"written_share": "written_share", "drift_norm": "drift_norm",
+                              "cumulative_drift": "cumulative_drift"}),
+             _by_form(patch, {"patched_success": "patched_success",
+                              "edited_patched_success": "edited_patched_success"}),
+             _by_form(patch, {"crossing_scale": "crossing_scale"}, "median"),
+             _by_form(rho, {"rho_form": "rho_form"}, "median"),
+             _by_form(along, {"rho_along_delta": "rho_along_delta"}, "median"))
+    for part in parts:
+        for key, vals in part.items():
+            out.setdefault(key, {}).update(vals)
+    return out
+
+
 def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None = None) -> dict[str, Any]:
     """Everything :func:`diagnose` reports for one editor: ``{measurements, verdicts, metrics, edit, update,
     editor_rule, editor_mode, imported}`` (records typed: :class:`Measurement`, :class:`Verdict`).  ``run`` makes
@@ -340,6 +386,8 @@ def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None 
     conf = {} if imported else conflicts(ws, reqs, upd, mode)
     geo = key_geometry(ws, reqs, layer, upd)
     writes = key_writes(ws, reqs, upd, rule)
+    log(f"{name}: interventions (written share, δ patched into the unedited / edited model, δ scaling, ρ per form)")
+    chain = causal_chain(ws, upd, trials=ws.settings.trials)
     hp = upd.hparams
     vcfg = hp.get("value") or {}
     n_rel: dict[str, int] = {}
@@ -390,7 +438,7 @@ def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None 
                 lam=hp.get("lam"), alpha=hp.get("alpha"), **writes.get(r.case_id, {}),
                 value_steps=vcfg.get("steps"),
                 value_steps_run=None if imported else getattr(upd.value, "steps_run", None),
-                value_clamp=vcfg.get("clamp"),
+                value_clamp=vcfg.get("clamp"), **chain.get((r.case_id, form), {}),
             ))
     # the switch-rate probe runs only for the requests whose verdict names it
     wanted = {m.case_id for m in measurements if set(V.fired(m)) & set(SWITCH_RULES)}

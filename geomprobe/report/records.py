@@ -101,6 +101,15 @@ class Measurement(Record):
     n_relations: int | None = None
     collision_subject: str | None = None
     collision_cosine: float | None = None
+    # the causal chain, from interventions (geomprobe.report.cause; means over the form's prompts at layer L)
+    written_share: float | None = None           # ⟨v, δ⟩/‖δ‖², v = the edited model's change at (L, subject)
+    drift_norm: float | None = None              # ‖v_form − v_decl‖: the edited model's own drift between forms
+    cumulative_drift: float | None = None        # ‖Σ_l ΔW_l Δk_l‖ with edited-model keys (the paper's Δ is `delta`)
+    patched_success: float | None = None         # h_form + δ patched into the unedited model: target wins
+    edited_patched_success: float | None = None  # the same patch into the edited model
+    crossing_scale: float | None = None          # smallest s with h_form + s·δ winning (None: none on the grid)
+    rho_form: float | None = None                # ρ on the form's own prompts (median)
+    rho_along_delta: float | None = None         # largest step along −δ̂ that keeps the target (median)
     # what the remedies name (see verdict.remedy_values)
     edit_layers: tuple[int, ...] | None = None
     n_model_layers: int | None = None
@@ -137,6 +146,13 @@ class Verdict(Record):
     status: str = ""
     #: the success criterion the record was decided by (see :class:`Measurement`)
     criterion: str | None = None
+    #: the cause the interventions show (:mod:`geomprobe.report.cause`; None when the form does not fail), what it
+    #: says with its numbers, the intervention that confirms it, its remedy and the numbers it read
+    cause: str | None = None
+    cause_text: str = ""
+    confirmed_by: str = ""
+    cause_remedy: str = ""
+    cause_numbers: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.status:

@@ -318,8 +318,12 @@ def summary_diagnose(report: dict) -> list[str]:
         lines.append(f"  {v.label or v.case_id:<{width}s} {v.form:<12s} {STATUS_TEXT.get(status_of(v), '?'):<4s}  "
                      f"{v.verdict}")
         pad = " " * (width + 2 + 12 + 1)
+        if getattr(v, "cause", None):
+            lines.append(f"  {pad}cause ({v.confirmed_by or 'interventions'}): {v.cause}: {v.cause_text}")
+            if v.cause_remedy:
+                lines.append(f"  {pad}  remedy: {v.cause_remedy}")
         for rem in v.remedies:
-            lines.append(f"  {pad}remedy: {rem}")
+            lines.append(f"  {pad}remedy (paper's account): {rem}")
         for cmd in v.remedy_commands:
             lines.append(f"  {pad}  try: {cmd}")
     n_ok = sum(status_of(v) == "ok" for v in verdicts)

@@ -77,6 +77,11 @@ rule id                     fires when (on a form's record)
 
 A failing record with none of the causal rules firing gets ``unexplained`` (no rule matches its numbers).
 
+These rules are the *paper's account* (Δ against ρ, the covariance amplification, the conflict).  Beside them every
+failing verdict carries a ``cause`` read from interventions on the model (:mod:`geomprobe.report.cause`:
+``write-side``, ``read-side``, ``magnitude``, ``interference``, ...), the intervention that confirms it
+(``confirmed_by``) and the numbers it read (``cause_numbers``), so a report shows both accounts side by side.
+
 **Missing values are never failures.**  A rule whose inputs are missing (None / NaN) does not fire: a form fails
 only on a measured ``success_after`` below ``FORM_SUCCESS``, ``decl-failed`` needs a measured
 ``decl_success_after`` below it, ``value-not-reached`` a ``value_predicts`` that is False (not unknown).  A record
@@ -238,7 +243,7 @@ def _switch_layers(m: Mapping[str, Any]) -> tuple[int, ...] | None:
 def remedy_values(m: Mapping[str, Any], t: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The concrete values the remedies propose, derived from the record's numbers (None: not measurable).
 
-    * ``written_share`` — share of R the covariance rule writes along the request's key, ``s/(1+s)`` with
+    * ``lam_share`` — share of R the covariance rule writes along the request's key, ``s/(1+s)`` with
       ``s = kᵀC⁻¹k / λ`` (single-key closed form); ``lam_target`` — the λ that writes ``WRITE_SHARE`` of it,
       ``kᵀC⁻¹k (1 − WRITE_SHARE) / WRITE_SHARE`` (= kᵀC⁻¹k / 9 for 90%), rounded down to 3 digits; None when the
       run's λ already writes that much or the rule is not the covariance rule;
@@ -250,14 +255,14 @@ def remedy_values(m: Mapping[str, Any], t: Mapping[str, float] | None = None) ->
     """
     t = {**THRESHOLDS, **(t or {})}
     p = t["WRITE_SHARE"]
-    out: dict[str, Any] = {k: None for k in ("written_share", "lam_target", "alpha_share", "alpha_target",
+    out: dict[str, Any] = {k: None for k in ("lam_share", "lam_target", "alpha_share", "alpha_target",
                                              "value_steps_more", "value_clamp_more", "switch_layers",
                                              "isotropic_editor", "hki_editor")}
     rule, editor = m.get("editor_rule"), m.get("editor")
     kck, lam = _num(m, "kck"), _num(m, "lam")
     if rule == "covariance" and kck is not None and kck > 0 and lam:
         s = kck / lam
-        out["written_share"] = s / (1 + s)
+        out["lam_share"] = s / (1 + s)
         target = _floor_sig(kck * (1 - p) / p)
         out["lam_target"] = target if target < lam else None
     kn, alpha = _num(m, "key_norm"), _num(m, "alpha")
@@ -363,9 +368,9 @@ RULES: tuple[Rule, ...] = (
          lambda m, t: _fails(m, t) and _is_decl(m) and _is_true(m, "value_predicts"),
          "the edit did not take: the value predicts the target (ρ = {rho:.3g}) but the update did not write it",
          "lower λ (covariance rules) or α, or spread the edit over more layers", ("value_predicts", "rho"),
-         (Fix("lower λ: λ = {lam:g} writes {written_share:.0%} of R along this key (kᵀC⁻¹k = {kck:.4g}); "
+         (Fix("lower λ: λ = {lam:g} writes {lam_share:.0%} of R along this key (kᵀC⁻¹k = {kck:.4g}); "
               "λ = {lam_target:.3g} writes {WRITE_SHARE:.0%}", ("lam_target",), sets=(("lam", "lam_target"),),
-              numbers=("lam", "kck", "written_share")),
+              numbers=("lam", "kck", "lam_share")),
           Fix("lower α: α = {alpha:g} writes {alpha_share:.0%} of R along this key (‖k‖² = {key_norm_sq:.3g}); "
               "α = {alpha_target:.3g} writes {WRITE_SHARE:.0%}", ("alpha_target",),
               sets=(("alpha", "alpha_target"),), numbers=("alpha", "key_norm", "alpha_share")))),
@@ -544,10 +549,13 @@ def judge(measurement: Measurement | Mapping[str, Any], thresholds: Mapping[str,
     for k in ("criterion", "true_target"):
         if m.get(k) is not None:
             numbers[k] = m.get(k)
+    from .cause import explain
+
+    why = explain(m)
     return Verdict(editor=m.get("editor"), case_id=m.get("case_id"), label=label, subject=m.get("subject"),
                    relation=m.get("relation"), form=form, ok=ok, rules=tuple(ids), verdict=sentence,
                    remedies=tuple(remedies), remedy_commands=tuple(commands), numbers=numbers, thresholds=dict(t),
-                   status="ok" if ok else "fails", criterion=m.get("criterion"))
+                   status="ok" if ok else "fails", criterion=m.get("criterion"), **why)
 
 
 def judge_all(measurements, thresholds: Mapping[str, float] | None = None, run: Run | None = None) -> list[Verdict]:
