@@ -46,31 +46,39 @@ def _cfg(toy):
 
 
 @pytest.mark.parametrize("path", LAYOUTS)
-def test_every_editor_and_probe_runs_on_each_layout(toy, path):
+def test_every_layout_gets_question_and_instruction_forms(toy, path):
     from geomprobe.data.derive import prepare_pools
 
     reqs = _two(path)
-    weights = {l: toy.weight(l).detach().clone() for l in range(toy.n_layers)}
     prepare_pools(reqs, lm=toy)
     for r in reqs:  # every relation has a pool now, so question and instruction prompts exist
         assert find_pool(r.relation, r.prompt) is not None, (path, r.relation)
         assert eval_prompts(r, "question", toy.tokenizer) and eval_prompts(r, "instruction", toy.tokenizer)
+
+
+def test_every_editor_and_probe_runs_on_every_layout(toy):
+    """One batch holding two requests of each layout (ids made unique): each editor computes once on it, so every
+    editor runs on every layout; the probes run on RoSE's update."""
+    from dataclasses import replace
+
+    reqs = [replace(r, case_id=f"{k}-{i}") for k, path in enumerate(LAYOUTS) for i, r in enumerate(_two(path))]
+    weights = {l: toy.weight(l).detach().clone() for l in range(toy.n_layers)}
     for name in EDITORS:
         upd = gp.editors.get(name, config=_cfg(toy)).compute(toy, reqs)
-        assert all(torch.isfinite(d).all() for d in upd.deltas.values()), (path, name)
+        assert all(torch.isfinite(d).all() for d in upd.deltas.values()), name
+        assert len(upd.requests) == len(reqs)
     upd = gp.editors.get("rose", config=_cfg(toy)).compute(toy, reqs)
     dev = gp.probes.activation_deviation(toy, upd)
-    assert len(dev) and dev["value"].notna().all()
+    assert set(dev["case_id"]) == {r.case_id for r in reqs} and dev["value"].notna().all()
     tol = gp.probes.tolerance_radius(toy, upd, trials=2, step=float(upd.h.norm(dim=0).mean()) / 4)
     assert len(tol) == len(reqs)
     drift = gp.probes.edit_drift(toy, upd)
     assert set(drift["form"]) == {"declarative", "question", "instruction"}
     patch = gp.probes.patch_transfer(toy, upd, scales=(1.0,))
-    assert set(patch["form"]) == {"declarative", "question", "instruction"}
+    assert set(patch["case_id"]) == {r.case_id for r in reqs}
     keys = gp.probes.key_similarity(toy, reqs, [upd.layers[-1]])
     assert len(keys) and keys["value"].notna().all()
-    conflict = gp.probes.gradient_conflict(update=upd)
-    assert conflict is not None
+    assert gp.probes.gradient_conflict(update=upd) is not None
     for l in range(toy.n_layers):
         assert torch.equal(toy.weight(l), weights[l])
 
