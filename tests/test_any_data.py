@@ -22,8 +22,9 @@ def toy():
     return gp.load_model("toy-llama", device="cpu")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 def _cache(tmp_path_factory, monkeypatch):
+    """A fresh cache for the toy runs (the SmolLM2 test uses the default cache, as the other slow tests do)."""
     monkeypatch.setenv("GEOMPROBE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
 
 
@@ -46,7 +47,7 @@ def _cfg(toy):
 
 
 @pytest.mark.parametrize("path", LAYOUTS)
-def test_every_layout_gets_question_and_instruction_forms(toy, path):
+def test_every_layout_gets_question_and_instruction_forms(toy, path, _cache):
     from geomprobe.data.derive import prepare_pools
 
     reqs = _two(path)
@@ -56,7 +57,7 @@ def test_every_layout_gets_question_and_instruction_forms(toy, path):
         assert eval_prompts(r, "question", toy.tokenizer) and eval_prompts(r, "instruction", toy.tokenizer)
 
 
-def test_every_editor_and_probe_runs_on_every_layout(toy):
+def test_every_editor_and_probe_runs_on_every_layout(toy, _cache):
     """One batch holding two requests of each layout (ids made unique): each editor computes once on it, so every
     editor runs on every layout; the probes run on RoSE's update."""
     from dataclasses import replace
@@ -83,7 +84,7 @@ def test_every_editor_and_probe_runs_on_every_layout(toy):
         assert torch.equal(toy.weight(l), weights[l])
 
 
-def test_relation_without_any_pool_gets_one_from_the_rules_or_the_model(toy):
+def test_relation_without_any_pool_gets_one_from_the_rules_or_the_model(toy, _cache):
     """A template no rule covers: HKI still runs (the model's rewrite, or the generic fallback on a model without a
     chat template), and the pool says where it came from."""
     from geomprobe.data.derive import pool_for
@@ -119,8 +120,8 @@ def test_rose_and_diagnose_on_smollm2_with_relations_no_builtin_pool_covers(tmp_
     reqs = gp.load_requests(str(path))
     assert [r.relation for r in reqs] == ["<hasFavouriteFood>", "<zorblesWith>"]
     assert not set(r.relation for r in reqs) & set(builtin_templates())
-    report = gp.diagnose("smollm2-135m", str(path), editor="rose", out=tmp_path / "out", trials=4,
-                         overrides={"value_steps": 5}, log=lambda s: None)
+    report = gp.diagnose("smollm2-135m", str(path), editor="rose", out=tmp_path / "out", trials=2,
+                         overrides={"value_steps": 5, "n_tokens": 4_000}, log=lambda s: None)
     forms = {(v["label"], v["form"]) for v in report["verdicts"]}
     assert len(forms) == 6  # 2 requests x 3 forms, every one evaluated or explicitly reported
     assert not any(v.get("status") == "not-evaluable" for v in report["verdicts"])

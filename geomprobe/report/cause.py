@@ -40,6 +40,8 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from .records import Fmt as _Fmt, NA as _NA
+
 FORM_SUCCESS = 0.5   # as verdict.FORM_SUCCESS: share of a form's prompts on which the target must win
 WRITTEN_OK = 0.8     # the edit "delivers" δ on a form when it writes at least this share of it there
 COLLISION = 0.9      # as verdict.COLLISION
@@ -125,16 +127,6 @@ def cause(m: Mapping[str, Any], thresholds: Mapping[str, float] | None = None) -
     if written is not None and written < t["WRITTEN_OK"]:
         return "write-side"
     return "interference" if written is not None else "unexplained"
-
-
-class _Fmt(dict):
-    def __missing__(self, key):
-        return _NA()
-
-
-class _NA:
-    def __format__(self, spec):
-        return "n/a"
 
 
 def explain(m: Mapping[str, Any], thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:

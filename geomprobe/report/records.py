@@ -159,6 +159,21 @@ class Verdict(Record):
             object.__setattr__(self, "status", "ok" if self.ok else "fails")
 
 
+class Fmt(dict):
+    """Format mapping for verdict and cause sentences: None / missing numbers print as 'n/a' under any spec."""
+
+    def __missing__(self, key):
+        return NA()
+
+
+class NA:
+    def __format__(self, spec):
+        return "n/a"
+
+    def __str__(self):
+        return "n/a"
+
+
 def request_label(subject: Any, relation: Any) -> str:
     """How a person reads a request: ``"Canada · capital"``."""
     return f"{subject} · {relation}"

@@ -116,7 +116,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Callable, Mapping
 
-from .records import Measurement, Run, Verdict
+from .records import Fmt as _Fmt, Measurement, NA as _NA, Run, Verdict
 
 #: Named thresholds (the verdict record lists the values used).
 FORM_SUCCESS = 0.5        # share of a form's prompts on which the target must win for the form to count as ok
@@ -417,21 +417,6 @@ RULES: tuple[Rule, ...] = (
 
 RULE_IDS: tuple[str, ...] = tuple(r.id for r in RULES) + ("unexplained", NOT_EVALUABLE)
 _BY_ID = {r.id: r for r in RULES}
-
-
-class _Fmt(dict):
-    """Format mapping: None / missing numbers print as 'n/a' under any format spec."""
-
-    def __missing__(self, key):
-        return _NA()
-
-
-class _NA:
-    def __format__(self, spec):
-        return "n/a"
-
-    def __str__(self):
-        return "n/a"
 
 
 def _mapping(measurement: Measurement | Mapping[str, Any]) -> Mapping[str, Any]:
