@@ -346,7 +346,7 @@ def _sample_chunk(lm: "LM", corpus: Corpus, chunk: int) -> list[str]:
         mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
         pos = pos[:, -1:] + 1
         out = lm.model(input_ids=nxt.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
-                       past_key_values=out.past_key_values, use_cache=True)
+                       cache=out.past_key_values, use_cache=True)
     sampled = torch.cat(new, dim=1).tolist()
     texts = []
     for r, s in zip(rows, sampled):

@@ -244,6 +244,6 @@ def _generate(lm: Any, text: str, chat: bool, seed: int) -> str:
                 so_far = tok.decode(new, skip_special_tokens=True).lstrip("\n")
                 if so_far.count("\n") >= N_QUESTIONS or (not chat and "\n\n" in so_far):
                     break  # enough lines (small models repeat themselves), or the next plain example starts
-            res = lm.model(input_ids=torch.tensor([[nxt]], device=dev), past_key_values=res.past_key_values,
+            res = lm.model(input_ids=torch.tensor([[nxt]], device=dev), cache=res.past_key_values,
                            use_cache=True)
     return tok.decode(new, skip_special_tokens=True)
