@@ -221,6 +221,25 @@ def _figures(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("validate")
+def _validate(args: argparse.Namespace) -> int:
+    from .validate import markdown, validate
+
+    editors = [e.strip() for e in args.editors.split(",") if e.strip()]
+    res = validate(args.model, args.requests, editors=editors, subjects=args.subjects, chunk=args.chunk,
+                   relations=args.relations or None, per_form=args.per_form or None, out=args.out, seed=args.seed,
+                   device=args.device, dtype=args.dtype, log=_log)
+    print(markdown(res["table"], "all"))
+    c = res["causes"]
+    for (editor, form), g in c[c["cause"] != "confirmed"].groupby(["editor", "form"], sort=False):
+        shares = ", ".join(f"{r['cause']} {r['share']:.0%}" for _, r in g.iterrows() if r["count"])
+        conf = c[(c["editor"] == editor) & (c["form"] == form) & (c["cause"] == "confirmed")]["share"]
+        print(f"{editor} · {form}: {int(g['n_failed'].iloc[0])} failing; {shares}; confirmed {float(conf.iloc[0]):.0%}")
+    if res["files"]:
+        print(f"wrote {', '.join(res['files'])} to {args.out}")
+    return 0
+
+
 @command("diagnose")
 def _diagnose(args: argparse.Namespace) -> int:
     from .report.common import IMPORTED_NAME, check_edited
@@ -406,6 +425,21 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--trials", type=int, default=10, help="noise draws per radius of the tolerance probe")
         q.add_argument("--device", default=None, help=DEVICE_HELP)
         q.add_argument("--dtype", default=None, help=DTYPE_HELP)
+    va = add("validate", "do the diagnose criteria predict failure? every request-form of N subjects under each "
+                         "editor: AUC and accuracy on held-out subjects, causes of the failures -> why_forms_fail.png")
+    va.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
+    va.add_argument("--requests", default="same-subject", help=REQUESTS_HELP)
+    va.add_argument("--editors", default="memit-merge,memit,rose", help="comma-separated editor names")
+    va.add_argument("--subjects", type=int, default=40, help="subjects (with 2+ requests each, file order)")
+    va.add_argument("--relations", type=int, default=2, help="requests per subject (file order; 0 = all)")
+    va.add_argument("--per-form", type=int, default=2, help="prompts per form the patches and directional searches "
+                                                            "run on (0 = all; the outcome uses every prompt)")
+    va.add_argument("--chunk", type=int, default=8, help="subjects edited together (each chunk from the unedited "
+                                                         "weights)")
+    va.add_argument("--seed", type=int, default=0, help="seed of the fit / held-out subject split")
+    va.add_argument("--out", default="geomprobe-validate", help="output folder")
+    va.add_argument("--device", default=None, help=DEVICE_HELP)
+    va.add_argument("--dtype", default=None, help=DTYPE_HELP)
     d = add("demo", "end-to-end key-geometry demo: model -> requests -> keys -> table + figure")
     d.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
     d.add_argument("--requests", default="same-subject", help=REQUESTS_HELP)
@@ -451,7 +485,9 @@ def _prepare(args: argparse.Namespace) -> None:
         if bad:
             raise GeomprobeError(f"--forms {args.forms!r}: unknown form {bad[0]!r}; use a comma-separated subset of "
                                  f"{', '.join(FORMS)}")
-    for name, low in (("limit", 0), ("trials", 1), ("n_tokens", 1), ("max_len", 1), ("subjects", 1)):
+    if cmd == "validate":
+        check_editors(args.editors)
+    for name, low in (("limit", 0), ("trials", 1), ("n_tokens", 1), ("max_len", 1), ("subjects", 1), ("chunk", 1)):
         v = getattr(args, name, None)
         if v is not None and v < low:
             raise GeomprobeError(f"--{name.replace('_', '-')} {v}: must be at least {low}")

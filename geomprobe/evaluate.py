@@ -332,7 +332,7 @@ def neighborhood_prompts(request: EditRequest, form: str, tokenizer: Any = None,
 def evaluate(lm: Any, requests: Sequence[EditRequest], forms: Sequence[str] = FORMS,
              reference: Reference | None = None, protocols: Sequence[str] = PROTOCOLS, generation: bool = False,
              max_new_tokens: int = 16, batch_size: int = 16, templates: dict[str, RelationTemplates] | None = None,
-             length_normalized: bool = True) -> pd.DataFrame:
+             length_normalized: bool = True, locality: bool = True) -> pd.DataFrame:
     """Efficacy, paraphrase, generalization and locality of (edited) ``lm`` on ``requests``.
 
     Args:
@@ -347,6 +347,7 @@ def evaluate(lm: Any, requests: Sequence[EditRequest], forms: Sequence[str] = FO
         batch_size: prompts per forward.
         templates: template pools per relation for question/instruction forms (default: built-in).
         length_normalized: ``prob`` compares mean per-token log-probs (MEMIT) rather than sums.
+        locality: False skips the locality rows (the ``reference`` then only supplies true targets).
 
     Returns:
         tidy DataFrame with columns :data:`COLUMNS` (see the module docstring for names).
@@ -365,12 +366,14 @@ def evaluate(lm: Any, requests: Sequence[EditRequest], forms: Sequence[str] = FO
     rows: list[dict[str, Any]] = []
     trues = [true_target(r, reference) for r in requests]
     from .progress import progress as _progress
-    passes = 1 + (reference is not None)
+    passes = 1 + (reference is not None and locality)
     with torch.no_grad(), _progress(passes, f"evaluation ({len(requests)} requests)", "pass") as bar:
         rows += _rewrite_rows(lm, requests, forms, protocols, generation, max_new_tokens, batch_size, templates,
                               length_normalized, trues)
         bar.update()
-        if reference is None:
+        if not locality:
+            pass
+        elif reference is None:
             if any(r.neighborhood or any(q.form == "neighborhood" for q in r.queries) for r in requests):
                 warnings.warn("locality skipped: pass reference=reference_predictions(lm, requests) computed on the "
                               "unedited model", stacklevel=2)

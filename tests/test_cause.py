@@ -29,8 +29,20 @@ def test_each_cause_fires_on_its_record(want, fields):
     got = C.explain(m)
     assert got["cause"] == want and got["cause_text"] and "n/a" not in got["cause_text"].split(":")[0]
     assert (got["confirmed_by"] != "") == (want != "unexplained")
+    assert got["cause_confirmed"] == (want != "unexplained")
     v = judge(Measurement(**m))  # the verdict carries the cause beside the paper's rules
     assert v.cause == want and v.cause_text == got["cause_text"] and not v.ok
+    assert v.cause_confirmed == got["cause_confirmed"]
+
+
+def test_the_edited_patch_decides_write_side_against_interference():
+    """Delivering δ exactly in the edited model is the intervention; the written share only stands in without it."""
+    m = {**BASE, "patched_success": 1.0, "written_share": 0.95}
+    assert C.cause({**m, "edited_patched_success": 1.0}) == "write-side"  # rescued although 95% is written
+    assert C.cause({**m, "written_share": 0.2, "edited_patched_success": 0.0}) == "interference"
+    assert C.confirmed({**m, "edited_patched_success": 0.0}) is True
+    assert C.cause(m) == "interference" and C.confirmed(m) is False  # no edited patch: the share stands in
+    assert C.confirmed({**m, "success_after": 1.0}) is None
 
 
 def test_no_cause_for_a_form_that_succeeds_or_was_not_measured():

@@ -61,16 +61,18 @@ class FormPrompt:
     prompt: Rendered
 
 
-def form_prompts(update: EditUpdate, forms: Sequence[str], tokenizer, requests: Sequence[int] | None = None
-                 ) -> list[FormPrompt]:
+def form_prompts(update: EditUpdate, forms: Sequence[str], tokenizer, requests: Sequence[int] | None = None,
+                 per_form: int | None = None) -> list[FormPrompt]:
     """The prompts of every request in every form (declarative = the edit prompt itself; the others from
-    :func:`~geomprobe.data.forms.eval_prompts`), in request, form, prompt order."""
+    :func:`~geomprobe.data.forms.eval_prompts`), in request, form, prompt order; ``per_form`` keeps the first
+    that many of each form (None: all)."""
     idx = range(len(update.requests)) if requests is None else requests
     out = []
     for i in idx:
         r = update.requests[i]
         for form in forms:
-            out.extend(FormPrompt(i, form, j, p) for j, p in enumerate(eval_prompts(r, form, tokenizer)))
+            ps = eval_prompts(r, form, tokenizer)
+            out.extend(FormPrompt(i, form, j, p) for j, p in enumerate(ps[:per_form] if per_form else ps))
     if not out:
         raise GeomprobeError(f"no {'/'.join(forms)} prompts for these requests; add queries or relation templates")
     return out

@@ -394,7 +394,7 @@ _DIRECTION_COLUMNS = {"-delta": ("rho_along_delta", "delta_norm"), "drift": ("rh
 def directional_tolerance(lm: LM, update: EditUpdate, directions: Sequence[str] = ("-delta", "drift"),
                           forms: Sequence[str] = FORMS, step: float | None = None, max_radius: float | None = None,
                           requests: Sequence[int] | None = None, criterion: str = "prob", threshold: float = 0.5,
-                          batch_size: int = 16) -> pd.DataFrame:
+                          batch_size: int = 16, per_form: int | None = None) -> pd.DataFrame:
     """The tolerance of δ along given directions, per request and form prompt (see the module docstring).
 
     For each direction ``u`` (unit): the largest ``t = k·step`` such that ``δ + t'·u`` added at (L, subject's last
@@ -414,6 +414,7 @@ def directional_tolerance(lm: LM, update: EditUpdate, directions: Sequence[str] 
             the request has a ``target_true``).
         threshold: the probability threshold of ``"prob"``.
         batch_size: prompts per forward when reading the edited model's drift.
+        per_form: measure only the first that many prompts of each form (None: all).
 
     Returns:
         tidy DataFrame, one row per (request, form, prompt): ``editor, case_id, subject, relation, form,
@@ -435,7 +436,7 @@ def directional_tolerance(lm: LM, update: EditUpdate, directions: Sequence[str] 
     if not (step > 0 and math.isfinite(step)):
         raise GeomprobeError(f"step must be a positive finite number, got {step}")
     k_max = int(max_radius / step + 1e-9)
-    prompts = form_prompts(update, forms, lm.tokenizer, idx)
+    prompts = form_prompts(update, forms, lm.tokenizer, idx, per_form)
     v = v_decl = None
     if any(d != "-delta" for d in directions):
         reads = residual_changes(lm, update, prompts, [L], batch_size)

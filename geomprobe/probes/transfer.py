@@ -42,7 +42,7 @@ from ..models.load import LM
 from .edit_drift import FORMS, FormPrompt, form_prompts, request_deltas
 from .tolerance import _Prompt, check_criterion, label, request_criterion
 
-__all__ = ["SCALES", "delta_scaling", "patch_transfer"]
+__all__ = ["SCALES", "delta_scaling", "patch_transfer", "transfer_tests"]
 
 SCALES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 
@@ -86,7 +86,8 @@ def _replaced(sfx: prefix.Suffix, column: torch.Tensor) -> torch.Tensor:
 
 
 def _measure(lm: LM, update: EditUpdate, forms: Sequence[str], scales: Sequence[float], criterion: str,
-             threshold: float, requests: Sequence[int] | None, edited: bool) -> tuple[list[dict], list[dict]]:
+             threshold: float, requests: Sequence[int] | None, edited: bool, per_form: int | None = None
+             ) -> tuple[list[dict], list[dict]]:
     update.check_model(lm)
     idx = list(range(len(update.requests)) if requests is None else requests)
     check_criterion(update, idx, criterion, threshold)
@@ -94,7 +95,7 @@ def _measure(lm: LM, update: EditUpdate, forms: Sequence[str], scales: Sequence[
     if not scales:
         raise GeomprobeError("no scales given; pass at least one scale of δ")
     L, deltas = request_deltas(update)
-    prompts = form_prompts(update, forms, lm.tokenizer, idx)
+    prompts = form_prompts(update, forms, lm.tokenizer, idx, per_form)
     dev = lm.device_of(L)
     base, curve, columns = [], [], []
     from ..progress import track
@@ -168,6 +169,15 @@ def patch_transfer(lm: LM, update: EditUpdate, forms: Sequence[str] = FORMS, sca
         positive exactly on success (``log P − log threshold``, ``log P(new) − log P(true)``, or the argmax gap).
     """
     return pd.DataFrame(_measure(lm, update, forms, scales, criterion, threshold, requests, edited)[0])
+
+
+def transfer_tests(lm: LM, update: EditUpdate, forms: Sequence[str] = FORMS, scales: Sequence[float] = SCALES,
+                   criterion: str = "prob", threshold: float = 0.5, requests: Sequence[int] | None = None,
+                   edited: bool = True, per_form: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(patch_transfer rows, delta_scaling rows)`` from one pass (the curve is a by-product of the patches);
+    ``per_form`` tests only the first that many prompts of each form (None: all)."""
+    base, curve = _measure(lm, update, forms, scales, criterion, threshold, requests, edited, per_form)
+    return pd.DataFrame(base), pd.DataFrame(curve)
 
 
 def delta_scaling(lm: LM, update: EditUpdate, scales: Sequence[float] = SCALES, forms: Sequence[str] = FORMS,

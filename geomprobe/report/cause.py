@@ -19,20 +19,27 @@ cause                   the record (a failing form) shows
 ======================  ===========================================================================================
 ``declarative-failed``  a question/instruction form whose declarative form fails too: nothing to transfer yet
 ``value-not-reached``   the declarative form fails and δ patched into the unedited model does not win either
-``write-side``          δ patched exactly wins (``patched_success`` ≥ FORM_SUCCESS) but the edited model writes
-                        less than WRITTEN_OK of it for this form's key; confirmed when ``edited_patched_success``
-                        ≥ FORM_SUCCESS (delivering δ exactly rescues the edited model).  Remedy: the isotropic
-                        update (IGA), other edit layers.
+``write-side``          δ patched exactly wins (``patched_success`` ≥ FORM_SUCCESS) and delivering δ exactly in the
+                        edited model rescues the prompt (``edited_patched_success`` ≥ FORM_SUCCESS): the edit does not
+                        deliver δ for this form's key (its written share says how much it does).  Without the edited
+                        patch, a written share below WRITTEN_OK stands in (not confirmed).  Remedy: the isotropic
+                        update (IGA: rose, rose-no-hki), other edit layers.
 ``magnitude``           δ patched exactly loses, but a longer δ wins (``crossing_scale`` > 1): the value is too short
                         for this form.  Remedy: optimise the value on this form (HKI), a larger clamp.
 ``read-side``           δ patched exactly loses at every scale: the value does not transfer to this context.
                         Remedy: optimise the value on this form's prompts (HKI with this frame).
-``interference``        δ patched exactly wins and the edit writes it, yet the edited model fails: the other edited
-                        layers change what reads it.
+``interference``        δ patched exactly wins, yet the edited model fails even with δ delivered exactly at
+                        (L, subject) (``edited_patched_success`` < FORM_SUCCESS): the edit's other layers and
+                        positions change what reads it.  Without the edited patch, a written share ≥ WRITTEN_OK
+                        stands in (not confirmed).
 ``near-duplicate``      another edited subject's key is nearly the same (``collision_cosine`` > COLLISION); checked
                         first, since it overrides the rest.
 ``unexplained``         the interventions were not measured, or none of the above fits
 ======================  ===========================================================================================
+
+A cause is *confirmed* (:func:`confirmed`) when the intervention that defines it was measured on the record — the
+patch that separates write-side from interference is the edited-model patch, so those two are confirmed only with
+``edited_patched_success``; ``unexplained`` never is.
 """
 
 from __future__ import annotations
@@ -56,14 +63,16 @@ SAYS: dict[str, str] = {
     "declarative-failed": "the declarative form fails too ({decl_success_after:.0%}): nothing to transfer",
     "value-not-reached": "δ patched into the unedited model wins on {patched_success:.0%} of the edit prompts: the "
                          "value itself does not reach the target",
-    "write-side": "δ patched exactly wins ({patched_success:.0%}) but the edit writes only {written_share:.0%} of it "
-                  "here; delivering δ exactly in the edited model wins on {edited_patched_success:.0%}",
+    "write-side": "δ patched exactly wins ({patched_success:.0%}) and delivering it exactly in the edited model wins "
+                  "on {edited_patched_success:.0%}: the edit does not deliver δ for this key (it writes "
+                  "{written_share:.0%} of it here)",
     "magnitude": "δ patched exactly wins on {patched_success:.0%}; {crossing_scale:g}×δ wins: the value is too "
                  "short for this form",
     "read-side": "δ patched exactly wins on {patched_success:.0%} and no longer δ (up to the grid's end) wins: the "
                  "value does not transfer to this context (the edit writes {written_share:.0%} of it here)",
-    "interference": "δ patched exactly wins ({patched_success:.0%}) and the edit writes {written_share:.0%} of it, "
-                    "yet the edited model fails: the other edited layers change what reads it",
+    "interference": "δ patched exactly wins ({patched_success:.0%}), yet the edited model with δ delivered exactly "
+                    "wins on {edited_patched_success:.0%} (it writes {written_share:.0%} of δ here): the edit's "
+                    "other layers and positions change what reads it",
     "unexplained": "the interventions do not single out a cause",
 }
 #: The intervention that confirms each cause (named in the verdict).
@@ -74,7 +83,7 @@ CONFIRMED_BY: dict[str, str] = {
     "write-side": "δ patched into the unedited and into the edited model at (L, subject)",
     "magnitude": "the δ-scaling curve on the unedited model",
     "read-side": "δ and its multiples patched into the unedited model",
-    "interference": "δ patched into the unedited model and the edited model's written share",
+    "interference": "δ patched into the unedited and into the edited model at (L, subject)",
     "unexplained": "",
 }
 REMEDY: dict[str, str] = {
@@ -90,7 +99,8 @@ REMEDY: dict[str, str] = {
 }
 #: The record fields a cause reads.
 NUMBERS: tuple[str, ...] = ("written_share", "patched_success", "edited_patched_success", "crossing_scale",
-                            "drift_norm", "cumulative_drift", "rho_form", "rho_along_delta", "decl_success_after",
+                            "drift_norm", "cumulative_drift", "rho_form", "rho_along_delta", "rho_along_drift", "miss_norm",
+                            "decl_success_after",
                             "collision_cosine")
 
 
@@ -124,20 +134,35 @@ def cause(m: Mapping[str, Any], thresholds: Mapping[str, float] | None = None) -
             return "value-not-reached"
         cross = _num(m, "crossing_scale")
         return "magnitude" if cross is not None and cross > 1 else "read-side"
-    if written is not None and written < t["WRITTEN_OK"]:
-        return "write-side"
-    return "interference" if written is not None else "unexplained"
+    rescued = _num(m, "edited_patched_success")
+    if rescued is not None:
+        return "write-side" if rescued >= ok else "interference"
+    if written is None:
+        return "unexplained"
+    return "write-side" if written < t["WRITTEN_OK"] else "interference"
+
+
+def confirmed(m: Mapping[str, Any], thresholds: Mapping[str, float] | None = None) -> bool | None:
+    """Whether the cause of a failing record rests on its defining intervention (None: the record has no cause)."""
+    c = cause(m, thresholds)
+    if c is None:
+        return None
+    if c in ("write-side", "interference"):
+        return _num(m, "edited_patched_success") is not None
+    return c != "unexplained"
 
 
 def explain(m: Mapping[str, Any], thresholds: Mapping[str, float] | None = None) -> dict[str, Any]:
-    """``{cause, cause_text, confirmed_by, cause_remedy, cause_numbers}`` of a record (all None/empty when it does
-    not fail)."""
+    """``{cause, cause_text, confirmed_by, cause_remedy, cause_numbers, cause_confirmed}`` of a record (all
+    None/empty when it does not fail)."""
     c = cause(m, thresholds)
     if c is None:
-        return {"cause": None, "cause_text": "", "confirmed_by": "", "cause_remedy": "", "cause_numbers": {}}
+        return {"cause": None, "cause_text": "", "confirmed_by": "", "cause_remedy": "", "cause_numbers": {},
+                "cause_confirmed": None}
     vals = _Fmt({k: (_NA() if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in m.items()})
     return {"cause": c, "cause_text": SAYS[c].format_map(vals), "confirmed_by": CONFIRMED_BY[c],
-            "cause_remedy": REMEDY[c], "cause_numbers": {k: m.get(k) for k in NUMBERS}}
+            "cause_remedy": REMEDY[c], "cause_numbers": {k: m.get(k) for k in NUMBERS},
+            "cause_confirmed": confirmed(m, thresholds)}
 
 
-__all__ = ["CAUSES", "CONFIRMED_BY", "NUMBERS", "REMEDY", "SAYS", "THRESHOLDS", "cause", "explain"]
+__all__ = ["CAUSES", "CONFIRMED_BY", "NUMBERS", "REMEDY", "SAYS", "THRESHOLDS", "cause", "confirmed", "explain"]

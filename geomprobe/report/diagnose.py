@@ -52,8 +52,9 @@ JSON report (``report.json``; schema ``geomprobe.diagnose/2``, fields stable wit
   ``magnitude``, ``interference``, ``value-not-reached``, ``declarative-failed``, ``near-duplicate``,
   ``unexplained``), ``cause_text``, ``confirmed_by`` (the intervention), ``cause_remedy`` and ``cause_numbers``.
   Measurement fields of the causal chain (schema 2): ``written_share``, ``drift_norm``, ``cumulative_drift``,
-  ``patched_success``, ``edited_patched_success``, ``crossing_scale``, ``rho_form``, ``rho_along_delta``
-  (:func:`causal_chain`);
+  ``patched_success``, ``edited_patched_success``, ``crossing_scale``, ``rho_form`` (measured on failing forms
+  only), ``rho_along_delta``, ``rho_along_drift`` and ``miss_norm`` (:func:`causal_chain`); verdicts carry
+  ``cause_confirmed`` (the cause's defining intervention was measured);
 * ``rules`` — the rule table (``id, when, says, remedy``);
 * ``metrics`` — before/after summary per form: ``{form, protocol, before, after, n}`` (mean over requests of the
   per-request share; ``prob`` and ``token_acc``);
@@ -78,6 +79,8 @@ from . import verdict as V
 from .common import (FORMS, case_key, check_edited, check_editors, check_unchanged, default_name, import_edits,
                      imported_info, load_inputs, make_workspace, mean, model_info, not_evaluated_reason,
                      package_version, plain, requests_arg, snapshot)
+from ..evaluate import true_target
+from .cause import FORM_SUCCESS
 from .records import Measurement, Run, Verdict, request_label
 
 SCHEMA = "geomprobe.diagnose/2"
@@ -90,11 +93,11 @@ SWITCH_SUBJECTS = 20
 
 # ---- measurements ---------------------------------------------------------------------------------------
 def evaluation(ws, reqs, name: str | None, overrides: dict) -> pd.DataFrame:
-    """Metrics on the three forms, ``prob`` and ``token_acc``; ``name`` None: the unedited model."""
+    """Metrics on the three forms, ``prob`` and ``token_acc``; ``name`` None: the unedited model.  No locality rows
+    (no record reads them); the unedited reference only where a request has no ``target_true``."""
     from ..evaluate import evaluate
 
-    ref = ws.reference(reqs)
-    kw = {"forms": FORMS, "reference": ref, "protocols": ("prob", "token_acc")}
+    kw = {"forms": FORMS, "reference": _reference(ws, reqs), "protocols": ("prob", "token_acc"), "locality": False}
 
     def make():
         if name is None:
@@ -103,6 +106,12 @@ def evaluation(ws, reqs, name: str | None, overrides: dict) -> pd.DataFrame:
             return evaluate(ws.lm, reqs, **kw)
 
     return ws.memo(("report-eval", name, case_key(reqs), tuple(sorted(overrides.items()))), make)
+
+
+def _reference(ws, reqs):
+    """The unedited model's reference predictions, needed only for the greedy answers of requests without a
+    ``target_true`` (:func:`~geomprobe.evaluate.true_target`); None when every request has one."""
+    return ws.reference(reqs) if any(not r.target_true for r in reqs) else None
 
 
 def _shares(df: pd.DataFrame) -> dict[tuple[str, str], dict[str, Any]]:
@@ -314,20 +323,39 @@ def _by_form(df: pd.DataFrame, columns: dict[str, str], how: str = "mean") -> di
     return out
 
 
-def causal_chain(ws, upd, trials: int = 10) -> dict[tuple[str, str], dict[str, float | None]]:
+def causal_chain(ws, upd, trials: int = 10, failing: set[tuple[str, str]] | None = None,
+                 curves: list | None = None, per_form: int | None = None
+                 ) -> dict[tuple[str, str], dict[str, float | None]]:
     """The interventions behind a cause (:mod:`geomprobe.report.cause`), per (case_id, form): the edited model's
     written share of δ and drift at the last edit layer (:func:`~geomprobe.probes.edit_drift`), δ patched into the
     unedited and the edited model and the δ-scaling crossing (:func:`~geomprobe.probes.patch_transfer`, criterion
-    ``auto``: beats target_true where there is one, else P > 0.5), ρ on the form's own prompts and the tolerance
-    along −δ̂ (medians)."""
-    from ..probes import directional_tolerance, edit_drift, patch_transfer, tolerance_radius
+    ``auto``: beats target_true where there is one, else P > 0.5), the tolerance along −δ̂ and along the edited
+    model's miss ``v_form − δ`` with the miss's length (:func:`~geomprobe.probes.directional_tolerance`, medians),
+    and ρ on the form's own prompts (median).
+
+    ``failing``: the (case_id, form) pairs whose isotropic ρ per form is measured (the costly search, 10 noise
+    trials per radius; no cause reads it, the report shows it beside the paper's ρ); None measures every pair.
+    ``curves``: a list that receives the δ-scaling curve (:func:`~geomprobe.probes.delta_scaling` rows).
+    ``per_form``: the patches and directional searches run on the first that many prompts of each form (None: all;
+    the written share and drift, one batched read, always on all).
+    """
+    from ..probes import directional_tolerance, edit_drift, tolerance_radius
+    from ..probes.transfer import transfer_tests
 
     lm = ws.lm
     drift = edit_drift(lm, upd, forms=FORMS)
     drift = drift[drift["layer"] == upd.layers[-1]]
-    patch = patch_transfer(lm, upd, forms=FORMS, criterion="auto")
-    rho = tolerance_radius(lm, upd, trials=trials, forms=FORMS)
-    along = directional_tolerance(lm, upd, directions=("-delta",), forms=FORMS)
+    patch, curve = transfer_tests(lm, upd, forms=FORMS, criterion="auto", per_form=per_form)
+    if curves is not None:
+        curves.append(curve)
+    along = directional_tolerance(lm, upd, directions=("-delta", "drift"), forms=FORMS, criterion="auto",
+                                  per_form=per_form)
+    rhos = []
+    for form in FORMS:
+        idx = [i for i, r in enumerate(upd.requests) if failing is None or (r.case_id, form) in failing]
+        if idx:
+            rhos.append(tolerance_radius(lm, upd, trials=trials, forms=(form,), requests=idx))
+    rho = pd.concat(rhos, ignore_index=True) if rhos else None
     out: dict[tuple[str, str], dict] = {}
     parts = (_by_form(drift, {"written_share": "written_share", "drift_norm": "drift_norm",
                               "cumulative_drift": "cumulative_drift"}),
@@ -335,14 +363,16 @@ def causal_chain(ws, upd, trials: int = 10) -> dict[tuple[str, str], dict[str, f
                               "edited_patched_success": "edited_patched_success"}),
              _by_form(patch, {"crossing_scale": "crossing_scale"}, "median"),
              _by_form(rho, {"rho_form": "rho_form"}, "median"),
-             _by_form(along, {"rho_along_delta": "rho_along_delta"}, "median"))
+             _by_form(along, {"rho_along_delta": "rho_along_delta", "rho_along_drift": "rho_along_drift",
+                              "miss_norm": "miss_norm"}, "median"))
     for part in parts:
         for key, vals in part.items():
             out.setdefault(key, {}).update(vals)
     return out
 
 
-def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None = None) -> dict[str, Any]:
+def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None = None,
+            rho_forms: str = "failing", per_form: int | None = None) -> dict[str, Any]:
     """Everything :func:`diagnose` reports for one editor: ``{measurements, verdicts, metrics, edit, update,
     editor_rule, editor_mode, imported}`` (records typed: :class:`Measurement`, :class:`Verdict`).  ``run`` makes
     the verdicts carry their remedy command lines.
@@ -353,6 +383,11 @@ def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None 
     ``"imported"``), ρ is measured around the δ = z − h the edited model delivers, and what needs the editor's
     settings (counterfactual rules, gradient conflict, value settings, remedy command lines) is not measured and is
     listed in ``imported["not_available"]`` (:data:`~geomprobe.report.common.NOT_AVAILABLE`); ``run`` is ignored.
+
+    ``rho_forms``: on which request-forms the isotropic ρ per form (``rho_form``, 10 noise trials per radius, the
+    slowest measurement) runs — ``"failing"`` (default; no cause reads it), ``"all"`` or ``"none"``; ``per_form``
+    limits the patches and directional searches to the first prompts of each form (:func:`causal_chain`).  The result
+    also holds ``curve``: the δ-scaling curve rows of the transfer test.
     """
     overrides = dict(overrides or {})
     log = ws.log
@@ -375,7 +410,7 @@ def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None 
     log(f"{name}: evaluate after the edit")
     before = _shares(evaluation(ws, reqs, None, {}))
     after = _shares(evaluation(ws, reqs, name, overrides))
-    ref = ws.reference(reqs)
+    ref = _reference(ws, reqs)
     log(f"{name}: tolerance radius, activation deviation, gradient conflict, key cosines"
         + (" (imported edit: ρ around the delivered δ = z − h; no counterfactual rules, no conflict)"
            if imported else ""))
@@ -387,7 +422,10 @@ def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None 
     geo = key_geometry(ws, reqs, layer, upd)
     writes = key_writes(ws, reqs, upd, rule)
     log(f"{name}: interventions (written share, δ patched into the unedited / edited model, δ scaling, ρ per form)")
-    chain = causal_chain(ws, upd, trials=ws.settings.trials)
+    failing = {key for key, v in after.items() if v.get("success") is not None and v["success"] < FORM_SUCCESS}
+    curves: list = []
+    chain = causal_chain(ws, upd, trials=ws.settings.trials, curves=curves, per_form=per_form,
+                         failing={"failing": failing, "all": None, "none": set()}[rho_forms])
     hp = upd.hparams
     vcfg = hp.get("value") or {}
     n_rel: dict[str, int] = {}
@@ -398,7 +436,7 @@ def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None 
     for i, r in enumerate(reqs):
         rr = rho.iloc[i]
         g = geo.get(r.case_id, {})
-        true, criterion = ref.true_target(r)
+        true, criterion = true_target(r, ref)
         label = request_label(r.subject, r.relation)
         for form in FORMS:
             b, a = before.get((r.case_id, form), {}), after.get((r.case_id, form), {})
@@ -461,7 +499,8 @@ def measure(ws, reqs, name: str, overrides: dict | None = None, run: Run | None 
             "value_loss_last": float(val.losses[-1]) if val is not None and val.losses else None,
             "measure_seconds": time.perf_counter() - t0}
     return {"measurements": measurements, "verdicts": verdicts, "metrics": metrics, "edit": edit, "update": upd,
-            "editor_rule": rule, "editor_mode": mode, "imported": imported_info(upd)}
+            "editor_rule": rule, "editor_mode": mode, "imported": imported_info(upd),
+            "curve": curves[0] if curves else pd.DataFrame()}
 
 
 # ---- entry point ----------------------------------------------------------------------------------------

@@ -110,6 +110,8 @@ class Measurement(Record):
     crossing_scale: float | None = None          # smallest s with h_form + s·δ winning (None: none on the grid)
     rho_form: float | None = None                # ρ on the form's own prompts (median)
     rho_along_delta: float | None = None         # largest step along −δ̂ that keeps the target (median)
+    rho_along_drift: float | None = None         # largest step from δ along the edited model's miss v − δ (median)
+    miss_norm: float | None = None               # ‖v − δ‖: how far the edited model's change is from δ (median)
     # what the remedies name (see verdict.remedy_values)
     edit_layers: tuple[int, ...] | None = None
     n_model_layers: int | None = None
@@ -153,6 +155,7 @@ class Verdict(Record):
     confirmed_by: str = ""
     cause_remedy: str = ""
     cause_numbers: dict[str, Any] = field(default_factory=dict)
+    cause_confirmed: bool | None = None  # the cause's defining intervention was measured (cause.confirmed)
 
     def __post_init__(self) -> None:
         if not self.status:
