@@ -8,15 +8,17 @@ import pandas as pd
 
 from geomprobe.pipeline import main
 from geomprobe.plots.tolerance import few_note, fmt, pct, plot_deviation_vs_radius
-from geomprobe.tables import (AMPLIFY, DEV, model_of, predicted_count, predicted_radii, safe_share, tidy_deviation,
-                              tidy_radius, versus)
+from geomprobe.tables import (AMPLIFY, DEV, MISS, model_of, predicted_count, predicted_radii, safe_share,
+                              tidy_deviation, tidy_like_for_like, tidy_radius, versus)
 from geomprobe.workspace import Workspace
 
 ID = "fig02b_covariance_trap"
 PAPER = "RoSE Fig. 2b, 10"
 WHAT = ("Activation deviation Δ = ‖ΔW Δk‖ of question / instruction prompts under the covariance (MEMIT) and the "
         "identity (IGA) rule on the same keys and residuals of the memit-merge edit, against memit-merge's ρ band "
-        "(both residual-norm units at the last edit layer).")
+        "(both residual-norm units at the last edit layer) — the paper's footing; beside it, like-for-like, the "
+        "edited models' actual miss ‖v − δ‖ (memit-merge: covariance, rose-no-hki: identity, same δ) against the "
+        "tolerance measured along that miss on the same prompts.")
 COLUMNS = ("editor", "rule", "form", "metric", "value", "rho", "predicted", "safe")
 EDITOR = "memit-merge"
 RULES = ("covariance", "identity")
@@ -25,11 +27,18 @@ ALL_RULES = ("covariance", "identity", "projection")
 FORMS = ("question", "instruction")
 
 
+#: like-for-like (issue 11): the edited models of the two rules on the same joint value δ — memit-merge (covariance)
+#: and rose-no-hki (identity) — their miss ‖v − δ‖ at (L, subject) against the tolerance along it
+LIKE_FOR_LIKE = ("memit-merge", "rose-no-hki")
+
+
 def compute(ws: Workspace) -> pd.DataFrame:
     tol = ws.tolerance(EDITOR)
     dev = ws.deviation(EDITOR, ALL_RULES)
     dev = dev[dev["rule"].isin(RULES)]
-    return pd.concat([tidy_radius(tol, ws.lm.name), tidy_deviation(dev, tol, ws.lm.name)], ignore_index=True)
+    frames = [tidy_radius(tol, ws.lm.name), tidy_deviation(dev, tol, ws.lm.name)]
+    frames += [tidy_like_for_like(ws.chain(e)[0], ws.lm.name, FORMS) for e in LIKE_FOR_LIKE]
+    return pd.concat(frames, ignore_index=True)
 
 
 def summary(df: pd.DataFrame, rules=RULES) -> dict:
@@ -71,13 +80,27 @@ def plot(df: pd.DataFrame):
                                     title=f"{model} {EDITOR}: {verdict(s)}{few_note(df)}")
 
 
+def like_for_like(df: pd.DataFrame) -> str:
+    """``"like-for-like miss ≤ tolerance: covariance 40% of 16 (fails 60%), identity ..."``; empty without rows."""
+    parts = []
+    for e, rule in zip(LIKE_FOR_LIKE, RULES):
+        d = df[(df["metric"] == MISS) & (df["editor"] == e)] if "metric" in df else df.iloc[:0]
+        ok = d["safe"].dropna() if len(d) else d
+        if len(ok):
+            fail = float((d["success_after"].astype(float) < 0.5).mean())
+            parts.append(f"{rule} ({e}) median miss {fmt(d['value'].median())} vs tolerance "
+                         f"{fmt(d['rho'].median())}, within {pct(ok.mean())} of {len(ok)}, fails {pct(fail)}")
+    return ("like-for-like: " + "; ".join(parts)) if parts else ""
+
+
 def headline(df: pd.DataFrame) -> str:
     s = summary(df)
     k, n = s["pred"]
+    lfl = like_for_like(df)
     rules = "; ".join(f"{r} median Δ {fmt(s[r][0])}, Δ<ρ " + ", ".join(f"{f} {pct(v)}" for f, v in s[r][2].items())
                       for r in RULES)
-    return (f"{rules}; median ρ {fmt(s['rho'])} ({k}/{n} predicted) "
-            "(paper: covariance Δ ≫ identity Δ, covariance Δ > ρ, identity Δ < ρ)")
+    return (f"paper's footing: {rules}; median ρ {fmt(s['rho'])} ({k}/{n} predicted) "
+            "(paper: covariance Δ ≫ identity Δ, covariance Δ > ρ, identity Δ < ρ)" + (f". {lfl}" if lfl else ""))
 
 
 if __name__ == "__main__":

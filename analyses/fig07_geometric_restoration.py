@@ -9,8 +9,8 @@ import pandas as pd
 from geomprobe.editors import EDITORS as EDITOR_MODES
 from geomprobe.pipeline import main
 from geomprobe.plots.tolerance import few_note, pct, plot_restoration
-from geomprobe.tables import (DEV, FEW, SHARE_MARGIN, model_of, predicted_count, radius_rows, safe_share, tidy_deviation,
-                              tidy_radius, versus)
+from geomprobe.tables import (DEV, FEW, MISS, SHARE_MARGIN, model_of, predicted_count, radius_rows, safe_share,
+                              tidy_deviation, tidy_like_for_like, tidy_radius, versus)
 from geomprobe.workspace import Workspace
 
 ID = "fig07_geometric_restoration"
@@ -22,6 +22,9 @@ EDITORS = ("memit-merge", "rose", "rose-no-iga", "rose-no-hki", "alphaedit", "me
 #: editors whose ρ is measured once per value-optimisation mode (ρ depends on the optimised values only, and the
 #: workspace hands editors of one mode the same values, so e.g. rose-no-hki's ρ is memit-merge's)
 RHO_EDITORS = ("memit-merge", "rose", "memit")
+#: editors whose edited models are also measured like-for-like (miss ‖v − δ‖ vs the tolerance along it; the causal
+#: chain shared with why_forms_fail and fig02b)
+LIKE_FOR_LIKE = ("memit-merge", "rose-no-hki", "rose", "memit")
 
 
 def rho_editor(name: str) -> str:
@@ -37,6 +40,8 @@ def compute(ws: Workspace) -> pd.DataFrame:
         tol = ws.tolerance(src)
         frames.append(tidy_radius(tol, model, editor=name, rho_from=src))
         frames.append(tidy_deviation(ws.deviation(name, ("update",)), tol, model, rho_from=src))
+        if name in LIKE_FOR_LIKE:
+            frames.append(tidy_like_for_like(ws.chain(name)[0], model))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -83,8 +88,16 @@ def headline(df: pd.DataFrame) -> str:
     for ed, v in r.items():
         k, n = predicted_count(radius_rows(df, ed))
         parts.append(f"{ed} {pct(v)} ({k}/{n} pred.)")
-    return ("Δ<ρ share of prompts of predicted requests: " + ", ".join(parts)
-            + " (paper: memit-merge Δ above its ρ zone, RoSE's Δ box almost entirely inside it)")
+    lfl = []
+    for ed in dict.fromkeys(df.loc[df["metric"] == MISS, "editor"]):
+        d = df[(df["metric"] == MISS) & (df["editor"] == ed)]
+        ok = d["safe"].dropna()
+        lfl.append(f"{ed} {pct(ok.mean()) if len(ok) else 'n/a'} of {len(ok)} "
+                   f"(fails {pct(float((d['success_after'].astype(float) < 0.5).mean()))})")
+    return ("paper's footing, Δ<ρ share of prompts of predicted requests: " + ", ".join(parts)
+            + " (paper: memit-merge Δ above its ρ zone, RoSE's Δ box almost entirely inside it)"
+            + ("; like-for-like, miss ≤ tolerance along it (question/instruction request-forms): " + ", ".join(lfl)
+               if lfl else ""))
 
 
 if __name__ == "__main__":

@@ -129,6 +129,9 @@ def flag(s: pd.Series) -> pd.Series:
 
 # ---- the tolerance layout ----------------------------------------------------------------------------------
 RHO, DEV, SECONDS = "tolerance_radius", "activation_deviation", "edit_seconds"
+#: like-for-like rows (issue 11): the edited model's miss ‖v − δ‖ against the tolerance along that miss, and the
+#: cumulative drift ‖Σ_l ΔW_l Δk_l‖ (edited keys) against the tolerance along −δ̂; per request-form
+MISS, CUMULATIVE = "edited_miss", "cumulative_drift"
 #: status of a request's ρ
 MEASURED, COLLAPSED, NOT_PREDICTED = "measured", "collapsed", "not predicted"
 STATUS = (MEASURED, COLLAPSED, NOT_PREDICTED)
@@ -191,6 +194,28 @@ def tidy_deviation(dev: pd.DataFrame, tol: pd.DataFrame, model: str, rho_from: s
     for k, v in extra.items():
         out[k] = v
     return out
+
+
+def tidy_like_for_like(records: pd.DataFrame, model: str, forms: Sequence[str] = ("question", "instruction")
+                       ) -> pd.DataFrame:
+    """Like-for-like rows from causal-chain records (:meth:`Workspace.chain <geomprobe.workspace.Workspace.chain>`),
+    one per request-form and metric: :data:`MISS` (``value`` = ‖v − δ‖ of the edited model at (L, subject),
+    ``rho`` = the tolerance from δ along v − δ on the same prompt) and :data:`CUMULATIVE` (``value`` = ‖Σ_l ΔW_l
+    Δk_l‖ with edited keys, ``rho`` = the tolerance along −δ̂); ``safe`` = value ≤ rho; ``predicted`` = the
+    tolerance is defined (δ itself wins there).  Medians over the form's measured prompts; residual-norm units."""
+    d = records[records["form"].isin(forms)]
+    out = []
+    for metric, value, rho in ((MISS, "miss_norm", "rho_along_drift"), (CUMULATIVE, "cumulative_drift",
+                                                                         "rho_along_delta")):
+        v, r = d[value].astype(float).to_numpy(), d[rho].astype(float).to_numpy()
+        ok = ~np.isnan(r)
+        out.append(pd.DataFrame({
+            "model": model, "editor": d["editor"].to_numpy(), "rule": d["editor_rule"].to_numpy(),
+            "form": d["form"].to_numpy(), "case_id": d["case_id"].to_numpy(), "subject": d["subject"].to_numpy(),
+            "relation": d["relation"].to_numpy(), "metric": metric, "value": v, "rho": r,
+            "predicted": ok, "safe": np.where(ok & ~np.isnan(v), (v <= r).astype(float), np.nan),
+            "success_after": d["success_after"].astype(float).to_numpy()}))
+    return pd.concat(out, ignore_index=True)
 
 
 def radius_rows(df: pd.DataFrame, editor: str | None = None) -> pd.DataFrame:

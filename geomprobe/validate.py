@@ -213,6 +213,46 @@ def cause_table(records: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> p
     return pd.DataFrame(rows)
 
 
+def claim2_table(records: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0,
+                 editors: tuple[str, str] = ("memit-merge", "rose-no-hki")) -> pd.DataFrame:
+    """The paper's claim 2 (the covariance update drifts more than the identity update, beyond the tolerance) on
+    question / instruction request-forms, on both footings, one row per (footing, rule):
+
+    * ``paper``: the counterfactual Δ of the covariance and the identity rule on the *same* K, R (memit-merge's
+      records, ``delta_covariance`` / ``delta_identity``) against the isotropic ρ of the declarative prompt;
+    * ``like-for-like``: each edited model's actual miss ‖v − δ‖ at (L, subject) against the tolerance measured
+      along that miss on the same prompt — memit-merge (covariance rule) and rose-no-hki (identity rule: the
+      same joint value δ, only the update differs).
+
+    Columns: ``footing, rule, editor, drift_median, tolerance_median, beyond`` (share with drift > tolerance),
+    ``beyond_low/high``, ``failed`` (share of those request-forms that fail after the edit), ``n, n_subjects``.
+    """
+    d = evaluable(records)
+    d = d[d["form"].isin(("question", "instruction"))]
+    cov_ed, iso_ed = editors
+    specs = [("paper", "covariance", cov_ed, "delta_covariance", "rho"),
+             ("paper", "identity", cov_ed, "delta_identity", "rho"),
+             ("like-for-like", "covariance", cov_ed, "miss_norm", "rho_along_drift"),
+             ("like-for-like", "identity", iso_ed, "miss_norm", "rho_along_drift")]
+    rows = []
+    for footing, rule, editor, drift, tol in specs:
+        g = d[d["editor"] == editor]
+        if drift not in g or tol not in g:
+            continue
+        g = g[g[drift].notna() & g[tol].notna()]
+        dv, tv = g[drift].astype(float).to_numpy(), g[tol].astype(float).to_numpy()
+        beyond = (dv > tv).astype(float)
+        subj = g["subject"].to_numpy()
+        low, high = _boot(lambda i, b=beyond: float(b[i].mean()), subj, n_boot, seed) if len(g) else (math.nan,) * 2
+        rows.append({"footing": footing, "rule": rule, "editor": editor, "drift": drift, "tolerance": tol,
+                     "drift_median": float(np.median(dv)) if len(g) else math.nan,
+                     "tolerance_median": float(np.median(tv)) if len(g) else math.nan,
+                     "beyond": float(beyond.mean()) if len(g) else math.nan, "beyond_low": low, "beyond_high": high,
+                     "failed": float(g["failed"].mean()) if len(g) else math.nan, "n": int(len(g)),
+                     "n_subjects": int(len(set(subj)))})
+    return pd.DataFrame(rows)
+
+
 # ---- collection -----------------------------------------------------------------------------------------
 def collect(ws, requests: Sequence, editors: Sequence[str] = DEFAULT_EDITORS, chunk: int = 8,
             per_form: int | None = 2, log: Callable[[str], None] = print,
@@ -285,18 +325,17 @@ def validate(model: Any = "smollm2-135m", requests: Any = "same-subject", editor
     reqs = select_requests(reqs, subjects, relations)
     saved = snapshot(lm)
     ws = make_workspace(lm, reqs, lm.name, out, 10, log)
-    save = None
-    if out is not None:
+    def save(records: pd.DataFrame, curve: pd.DataFrame) -> None:  # partial results survive a stop
         Path(out).mkdir(parents=True, exist_ok=True)
+        records.to_csv(Path(out) / "validation_records.csv", index=False)
+        curve.to_csv(Path(out) / "validation_curve.csv", index=False)
 
-        def save(records: pd.DataFrame, curve: pd.DataFrame) -> None:  # partial results survive a stop
-            records.to_csv(Path(out) / "validation_records.csv", index=False)
-            curve.to_csv(Path(out) / "validation_curve.csv", index=False)
-    records, curve = collect(ws, reqs, editors, chunk, per_form, log, save)
+    records, curve = collect(ws, reqs, editors, chunk, per_form, log, save if out is not None else None)
     check_unchanged(lm, saved)
     table = criterion_table(records, seed, n_boot)
     causes = cause_table(records, n_boot, seed)
     res = {"records": records, "curve": curve, "table": table, "causes": causes,
+           "claim2": claim2_table(records, n_boot, seed),
            "seconds": time.perf_counter() - t0, "files": [], "model": lm.name}
     if out is not None:
         res["files"] = write(res, Path(out))
@@ -309,7 +348,8 @@ def from_files(out: str | Path, seed: int = 0, n_boot: int = N_BOOT, model: str 
     records = pd.read_csv(out / "validation_records.csv")
     curve = pd.read_csv(out / "validation_curve.csv")
     res = {"records": records, "curve": curve, "table": criterion_table(records, seed, n_boot),
-           "causes": cause_table(records, n_boot, seed), "files": [], "model": model}
+           "causes": cause_table(records, n_boot, seed), "claim2": claim2_table(records, n_boot, seed),
+           "files": [], "model": model}
     if out is not None:
         res["files"] = write(res, Path(out))
     return res
@@ -336,13 +376,26 @@ def markdown(table: pd.DataFrame, editor: str = "all") -> str:
     return "\n".join(lines) + "\n"
 
 
+def claim2_markdown(c: pd.DataFrame) -> str:
+    lines = ["| footing | rule (editor) | drift (median) | tolerance (median) | drift > tolerance | failed | n "
+             "| subjects |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in c.iterrows():
+        iv = (f"{100 * r['beyond']:.0f}% [{100 * r['beyond_low']:.0f}, {100 * r['beyond_high']:.0f}]"
+              if r["beyond_low"] == r["beyond_low"] else f"{100 * r['beyond']:.0f}%")
+        lines.append(f"| {r['footing']} | {r['rule']} ({r['editor']}) | {r['drift']} {r['drift_median']:.1f} | "
+                     f"{r['tolerance']} {r['tolerance_median']:.1f} | {iv} | {100 * r['failed']:.0f}% | {r['n']} | "
+                     f"{r['n_subjects']} |")
+    return "\n".join(lines) + "\n"
+
+
 def write(res: dict[str, Any], out: Path) -> list[str]:
     """Write the CSVs, the Markdown table and the figure; returns the file names."""
     from .plots.validation import plot_validation
 
     out.mkdir(parents=True, exist_ok=True)
     files = {"validation_records.csv": res["records"], "validation_curve.csv": res["curve"],
-             "validation_auc.csv": res["table"], "validation_causes.csv": res["causes"]}
+             "validation_auc.csv": res["table"], "validation_causes.csv": res["causes"],
+             "validation_claim2.csv": res["claim2"]}
     for name, df in files.items():
         df.to_csv(out / name, index=False)
     md = [f"# Predictive validation on {res.get('model', '')}\n",
@@ -351,8 +404,9 @@ def write(res: dict[str, Any], out: Path) -> list[str]:
     editors = [e for e in dict.fromkeys(res["table"]["editor"]) if e != "all"]
     for e in ["all"] + editors:
         md += [f"\n## {e}\n", markdown(res["table"], e)]
+    md += ["\n## Claim 2 on both footings (question / instruction request-forms)\n", claim2_markdown(res["claim2"])]
     (out / "validation_auc.md").write_text("\n".join(md))
-    fig = plot_validation(res["records"], res["curve"], res["table"], res["causes"])
+    fig = plot_validation(res["records"], res["curve"], res["table"], res["causes"], res["claim2"])
     for ext in ("png", "pdf"):
         fig.savefig(out / f"why_forms_fail.{ext}", dpi=150 if ext == "png" else None, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -361,6 +415,6 @@ def write(res: dict[str, Any], out: Path) -> list[str]:
     return list(files) + ["validation_auc.md", "why_forms_fail.png", "why_forms_fail.pdf"]
 
 
-__all__ = ["CRITERIA", "Criterion", "DEFAULT_EDITORS", "accuracy", "auc", "best_threshold", "cause_table",
+__all__ = ["CRITERIA", "Criterion", "DEFAULT_EDITORS", "accuracy", "auc", "best_threshold", "cause_table", "claim2_markdown", "claim2_table",
            "collect", "criterion_table", "evaluable", "from_files", "markdown", "select_requests", "split_subjects", "validate",
            "write"]

@@ -395,3 +395,24 @@ def test_probes_restore_weights_and_hooks_after_an_error(edit, monkeypatch):
                   lambda: gp.probes.directional_tolerance(lm, upd)):
         probe()
         _check_clean(lm, before)
+
+
+def test_per_form_keeps_the_first_prompts_and_their_numbers(edit, untouched):
+    """``per_form`` measures the first prompts of each form only, with the same numbers as the full run."""
+    lm, upd = edit
+    from geomprobe.probes.transfer import transfer_tests
+
+    full, curve = transfer_tests(lm, upd, forms=FORMS, criterion="auto")
+    one, one_curve = transfer_tests(lm, upd, forms=FORMS, criterion="auto", per_form=1)
+    assert set(one["prompt_idx"]) == {0} and len(one) == len(upd.requests) * len(FORMS)
+    keep = full[full["prompt_idx"] == 0].reset_index(drop=True)
+    cols = ["case_id", "form", "patched_success", "p_patched", "edited_patched_success", "crossing_scale"]
+    assert keep[cols].equals(one[cols])
+    assert len(one_curve) == len(curve[curve["prompt_idx"] == 0])
+    a = gp.probes.directional_tolerance(lm, upd, directions=("drift",), forms=FORMS, criterion="auto", per_form=1)
+    b = gp.probes.directional_tolerance(lm, upd, directions=("drift",), forms=FORMS, criterion="auto")
+    b = b[b["prompt_idx"] == 0].reset_index(drop=True)
+    assert list(a["case_id"]) == list(b["case_id"]) and list(a["form"]) == list(b["form"])
+    for col in ("rho_along_drift", "miss_norm"):  # the drift read batches other prompts: fp32 rounding only
+        assert torch.allclose(torch.tensor(a[col].to_numpy()), torch.tensor(b[col].to_numpy()), rtol=1e-4,
+                              atol=1e-5, equal_nan=True)

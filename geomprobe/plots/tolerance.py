@@ -167,7 +167,17 @@ def plot_deviation_vs_radius(df: pd.DataFrame, rules: Sequence[str] = ("covarian
     dev = df[df["metric"] == DEV]
     rho = radius_rows(df)
     rules = [r for r in rules if (dev["rule"] == r).any()]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.85 * len(rules) * len(forms), 2.8))
+    from ..tables import MISS
+
+    lfl = "metric" in df and (df["metric"] == MISS).any()
+    width = 1.2 + 0.85 * len(rules) * len(forms)
+    if lfl:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(2 * width + 2.0, 3.3), gridspec_kw={"width_ratios": [1, 1]})
+        eds = {r: next(iter(df[(df["metric"] == MISS) & (df["rule"] == r)]["editor"]), None) for r in rules}
+        like_for_like_panel(ax2, df, [(eds[r], f"{RULE_LABELS.get(r, r)}\n({eds[r]})", RULE_COLORS.get(r, "#777"))
+                                      for r in rules if eds[r]], forms)
+    else:
+        fig, ax = plt.subplots(figsize=(width, 2.8))
     ticks, labels, allv = [], [], list(predicted_radii(rho))
     for ri, rule in enumerate(rules):
         for fi, form in enumerate(forms):
@@ -188,8 +198,49 @@ def plot_deviation_vs_radius(df: pd.DataFrame, rules: Sequence[str] = ("covarian
         ax.set_ylim(0, ymax * 1.1)
     ax.set_ylabel(DELTA_LABEL + "\nor ρ, last edit layer")
     ax.legend(handles=handles, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=6)
-    ax.set_title((title or "Activation deviation per update rule against the tolerance radius") + criterion_note(df))
+    ax.set_title("The paper's footing: Δ on unedited keys vs isotropic ρ" if lfl else
+                 (title or "Activation deviation per update rule against the tolerance radius") + criterion_note(df))
+    if lfl:
+        fig.suptitle((title or "Activation deviation per update rule against the tolerance radius")
+                     + criterion_note(df), fontsize=8)
+        fig.tight_layout()
     return fig
+
+
+# ---- like-for-like panel (issue 11) ----------------------------------------------------------------------------
+def like_for_like_panel(ax, df: pd.DataFrame, groups: Sequence[tuple[str, str, str]],
+                        forms: Sequence[str] = ("question", "instruction")) -> bool:
+    """Beside the paper's Δ vs ρ: per group ``(editor, label, colour)`` and form, the edited model's miss ‖v − δ‖
+    (coloured box) next to the tolerance measured along that miss on the same prompts (grey box); tick labels give
+    the share miss ≤ tolerance and how many of those request-forms fail after the edit.  False when ``df`` has no
+    like-for-like rows."""
+    from ..tables import MISS
+
+    rows = df[df["metric"] == MISS] if "metric" in df else df.iloc[:0]
+    if not len(rows):
+        ax.set_axis_off()
+        return False
+    ticks, labels, allv = [], [], []
+    for gi, (editor, label, color) in enumerate(groups):
+        for fi, form in enumerate(forms):
+            d = rows[(rows["editor"] == editor) & (rows["form"] == form)]
+            x = gi * (len(forms) + 0.7) + fi
+            _box(ax, d["value"], x - 0.2, color, width=0.36, hatch=FORM_HATCH.get(form, ""))
+            _box(ax, d["rho"], x + 0.2, RHO_BAND, width=0.36, hatch=FORM_HATCH.get(form, ""))
+            allv += list(d["value"].astype(float)) + list(d["rho"].astype(float))
+            ok = d["safe"].dropna()
+            fail = (d["success_after"].astype(float) < 0.5).mean() if len(d) else np.nan
+            ticks.append(x)
+            labels.append((f"{label}\n" if fi == 0 else "\n" * (label.count("\n") + 1))
+                          + f"{form[:5]}.\n≤tol. {pct(ok.mean()) if len(ok) else 'n/a'}/{len(ok)}\nfails {pct(fail)}")
+    ax.set_xticks(ticks, labels, fontsize=5.5)
+    _log_if_wide(ax, allv)
+    if ax.get_yscale() == "linear":
+        ax.set_ylim(0, max([v for v in allv if np.isfinite(v)] + [1.0]) * 1.1)
+    ax.set_ylabel("edited model's miss ‖v − δ‖ (colour) and the\ntolerance along it (grey), residual-norm units")
+    ax.set_title("Like-for-like: what the edited model delivers at (L, subject)\nagainst the tolerance in that "
+                 "direction, on the same prompts")
+    return True
 
 
 # ---- Fig. 7 ------------------------------------------------------------------------------------------------
@@ -200,7 +251,14 @@ def plot_restoration(df: pd.DataFrame, forms: Sequence[str] = ("question", "inst
     dev = df[df["metric"] == DEV]
     rho = radius_rows(df)
     editors = list(dict.fromkeys(df["editor"]))
-    fig, ax = plt.subplots(figsize=(6.8, 2.9))
+    from ..tables import MISS
+
+    lfl_eds = list(dict.fromkeys(df[df["metric"] == MISS]["editor"]))
+    if lfl_eds:
+        fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7.4, 6.6), gridspec_kw={"height_ratios": [1, 1]})
+        like_for_like_panel(ax2, df, [(e, e, editor_color(e)) for e in lfl_eds], forms)
+    else:
+        fig, ax = plt.subplots(figsize=(6.8, 2.9))
     labels, allv, no_rho = [], list(predicted_radii(rho)), []
     w = 0.8 / len(forms)
     for i, ed in enumerate(editors):
@@ -235,6 +293,8 @@ def plot_restoration(df: pd.DataFrame, forms: Sequence[str] = ("question", "inst
     ax.legend(handles=handles, frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.3), fontsize=6,
               ncol=min(len(handles), 5))
     ax.set_title((title or "Activation deviation of each editor against its tolerance radius") + criterion_note(df))
+    if lfl_eds:
+        fig.tight_layout()
     return fig
 
 

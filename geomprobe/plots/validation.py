@@ -79,15 +79,45 @@ def _auc_panel(ax, table: pd.DataFrame) -> None:
                  "orange = the paper's Δ vs ρ, blue = interventions; dashed = 0.85 target)")
 
 
-def plot_validation(records: pd.DataFrame, curve: pd.DataFrame, table: pd.DataFrame, causes: pd.DataFrame):
-    """Three panels: causes per (editor, form), the δ-scaling transfer curve, held-out AUC per criterion."""
+def _claim2_panel(ax, claim2: pd.DataFrame | None) -> None:
+    if claim2 is None or not len(claim2):
+        ax.set_axis_off()
+        return
+    labels, x = [], 0
+    for footing, g in claim2.groupby("footing", sort=False):
+        for _, r in g.iterrows():
+            color = OKABE_ITO[1] if r["rule"] == "covariance" else OKABE_ITO[2]
+            err = ([[r["beyond"] - r["beyond_low"]], [r["beyond_high"] - r["beyond"]]]
+                   if np.isfinite(r["beyond_low"]) else None)
+            ax.bar(x, r["beyond"], color=color, width=0.7, yerr=err, capsize=2)
+            ax.plot([x - 0.35, x + 0.35], [r["failed"]] * 2, color="black", lw=1.2)
+            ax.text(x, min(1.0, r["beyond"] + 0.03) if err is None else r["beyond_high"] + 0.03,
+                    f"{r['drift_median']:.1f} vs\n{r['tolerance_median']:.1f}", ha="center", fontsize=5.5)
+            labels.append(f"{footing}\n{r['rule']}\n({r['editor']})")
+            x += 1
+        x += 0.5
+    ticks = [i + 0.5 * (i >= 2) for i in range(len(labels))]
+    ax.set_xticks(ticks, labels, fontsize=5.5)
+    ax.set_ylim(0, 1.25)
+    ax.set_ylabel("share of question/instruction request-forms\nwith drift > tolerance (bar, 95% CI)")
+    n = int(claim2["n"].max())
+    ax.set_title(f"(d) Claim 2 on both footings (n={n} request-forms per bar; black line = share that fails;\n"
+                 "labels: median drift vs median tolerance; orange covariance, green identity)")
+
+
+def plot_validation(records: pd.DataFrame, curve: pd.DataFrame, table: pd.DataFrame, causes: pd.DataFrame,
+                    claim2: pd.DataFrame | None = None):
+    """Four panels: causes per (editor, form), the δ-scaling transfer curve, held-out AUC per criterion, and the
+    paper's claim 2 on its own footing and like-for-like."""
     import matplotlib.pyplot as plt
 
     setup()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), gridspec_kw={"width_ratios": [1.4, 1, 1.2]})
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9.5), gridspec_kw={"width_ratios": [1.3, 1]})
+    axes = axes.ravel()
     _causes_panel(axes[0], causes)
     _curve_panel(axes[1], curve)
     _auc_panel(axes[2], table)
+    _claim2_panel(axes[3], claim2)
     n = len(records)
     fig.suptitle(f"Why forms fail: interventions on every request-form (n={n} request-forms, "
                  f"{records['subject'].nunique()} subjects, editors: {', '.join(dict.fromkeys(records['editor']))})",
