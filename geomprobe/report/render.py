@@ -111,13 +111,18 @@ def write_json(report: dict, path: Path) -> None:
 
 
 # ---- shared sections ----------------------------------------------------------------------------------------
-_VERDICT_COLS = (("label", "request"), ("form", "form"), ("status", "status"), ("verdict", "verdict"),
+_VERDICT_COLS = (("label", "request"), ("form", "form"), ("status", "status"),
+                 ("cause", "cause (interventions)"), ("verdict", "paper's account"),
                  ("remedy", "remedy"), ("commands", "try"), ("rule_ids", "rules"))
 _MEAS_COLS = (("label", "request"), ("form", "form"), ("criterion", "criterion"), ("before", "wins before"),
               ("after", "wins after"),
               ("rho", "ρ"), ("rho_rel", "ρ/‖h‖"), ("delta", "Δ"), ("ratio", "Δ/ρ"), ("delta_covariance", "Δ cov."),
               ("delta_identity", "Δ iso."), ("amplification", "cov./iso."), ("conflict", "conflict"),
-              ("key_cosine", "key cos (form vs decl.)"), ("collision_cosine", "max key cos other subject"))
+              ("key_cosine", "key cos (form vs decl.)"), ("collision_cosine", "max key cos other subject"),
+              ("written_share", "written share of δ"), ("patched_success", "δ patched wins"),
+              ("edited_patched_success", "edited + δ wins"), ("crossing_scale", "crossing s"),
+              ("miss_norm", "miss ‖v−δ‖"), ("rho_along_drift", "tol. along miss"),
+              ("cumulative_drift", "cum. drift"), ("rho_along_delta", "tol. along −δ̂"))
 _RULE_COLS = (("id", "rule"), ("when", "fires when"), ("remedy", "remedy"))
 
 
@@ -149,7 +154,11 @@ def _verdict_rows(verdicts: Sequence) -> list[dict]:
     return [{"label": v.label or v.case_id, "form": v.form,
              "status": STATUS_TEXT.get(status_of(v), status_of(v)) if status_of(v) != "not-evaluable"
              else "not evaluated",
-             "verdict": v.verdict, "remedy": "; ".join(v.remedies) or "–",
+             "verdict": v.verdict, "remedy": "; ".join(([v.cause_remedy] if v.cause_remedy else []) + list(v.remedies))
+             or "–",
+             "cause": (f"{v.cause}: {v.cause_text} ("
+                       + (f"confirmed by {v.confirmed_by}" if v.cause_confirmed else "not confirmed") + ")")
+             if v.cause else "–",
              "commands": "\n".join(v.remedy_commands) or "–", "rule_ids": ", ".join(v.rules),
              "_class": {"ok": "ok", "fails": "fail"}.get(status_of(v), "na")} for v in verdicts_of(verdicts)]
 
@@ -319,7 +328,9 @@ def summary_diagnose(report: dict) -> list[str]:
                      f"{v.verdict}")
         pad = " " * (width + 2 + 12 + 1)
         if getattr(v, "cause", None):
-            lines.append(f"  {pad}cause ({v.confirmed_by or 'interventions'}): {v.cause}: {v.cause_text}")
+            how = ("confirmed by " + v.confirmed_by if getattr(v, "cause_confirmed", None)
+                   else "not confirmed: its intervention was not measured")
+            lines.append(f"  {pad}cause ({how}): {v.cause}: {v.cause_text}")
             if v.cause_remedy:
                 lines.append(f"  {pad}  remedy: {v.cause_remedy}")
         for rem in v.remedies:
