@@ -122,3 +122,36 @@ def test_validate_rejects_an_unknown_editor(capsys):
 
     assert main(["validate", "--model", "toy-llama", "--requests", "toy", "--editors", "memmit"]) == 2
     assert "unknown editor" in capsys.readouterr().err
+
+
+def test_like_for_like_rows_compare_the_miss_with_its_own_tolerance():
+    from geomprobe.tables import CUMULATIVE, MISS, tidy_like_for_like
+
+    rec = pd.DataFrame([
+        {"editor": "memit-merge", "editor_rule": "covariance", "form": f, "case_id": "c", "subject": "S",
+         "relation": "r", "miss_norm": m, "rho_along_drift": t, "cumulative_drift": 5.0, "rho_along_delta": 4.0,
+         "success_after": s}
+        for f, m, t, s in (("declarative", 1.0, 9.0, 1.0), ("question", 3.0, 2.0, 0.0), ("instruction", 2.0, 2.0, 1.0))
+    ] + [{"editor": "rose-no-hki", "editor_rule": "identity", "form": "question", "case_id": "c", "subject": "S",
+          "relation": "r", "miss_norm": 1.0, "rho_along_drift": float("nan"), "cumulative_drift": 1.0,
+          "rho_along_delta": 4.0, "success_after": 1.0}])
+    rows = tidy_like_for_like(rec, "m")
+    miss = rows[rows["metric"] == MISS]
+    assert list(miss["form"]) == ["question", "instruction", "question"]  # the declarative form has no drift
+    assert list(miss["safe"].iloc[:2]) == [0.0, 1.0]  # 3 > 2 beyond; 2 ≤ 2 within
+    assert math.isnan(miss["safe"].iloc[2]) and not miss["predicted"].iloc[2]  # no tolerance: not a verdict
+    cum = rows[rows["metric"] == CUMULATIVE]
+    assert list(cum["safe"]) == [0.0, 0.0, 1.0] and set(rows["model"]) == {"m"}
+
+
+def test_claim2_table_reads_both_footings():
+    rec = _records(10)
+    rec["editor_rule"] = "covariance"
+    rec["delta_covariance"], rec["delta_identity"] = 3.0, 0.5
+    rec["miss_norm"], rec["rho_along_drift"] = 1.0, 2.0
+    iso = rec[rec["editor"] == "memit-merge"].assign(editor="rose-no-hki", miss_norm=5.0)
+    c = V.claim2_table(pd.concat([rec, iso], ignore_index=True), n_boot=50).set_index(["footing", "rule"])
+    assert c.loc[("paper", "covariance"), "beyond"] == 1.0 and c.loc[("paper", "identity"), "beyond"] == 0.0
+    assert c.loc[("like-for-like", "covariance"), "beyond"] == 0.0
+    assert c.loc[("like-for-like", "identity"), "beyond"] == 1.0
+    assert c.loc[("like-for-like", "identity"), "n"] == 20  # question + instruction of 10 subjects
