@@ -89,9 +89,10 @@ def _claim2_panel(ax, claim2: pd.DataFrame | None) -> None:
             color = OKABE_ITO[1] if r["rule"] == "covariance" else OKABE_ITO[2]
             err = ([[r["beyond"] - r["beyond_low"]], [r["beyond_high"] - r["beyond"]]]
                    if np.isfinite(r["beyond_low"]) else None)
-            ax.bar(x, r["beyond"], color=color, width=0.7, yerr=err, capsize=2)
-            ax.plot([x - 0.35, x + 0.35], [r["failed"]] * 2, color="black", lw=1.2)
-            ax.text(x, min(1.0, r["beyond"] + 0.03) if err is None else r["beyond_high"] + 0.03,
+            ax.bar(x, r["beyond"], color=color, width=0.7, yerr=err, capsize=2, ecolor="#444444")
+            ax.plot([x + 0.22], [r["failed"]], marker="D", ms=4, color="black", ls="none")
+            top = r["beyond"] if err is None else r["beyond_high"]
+            ax.text(x, (top if np.isfinite(top) else 0) + 0.03,
                     f"{r['drift_median']:.1f} vs\n{r['tolerance_median']:.1f}", ha="center", fontsize=5.5)
             labels.append(f"{footing}\n{r['rule']}\n({r['editor']})")
             x += 1
@@ -101,8 +102,15 @@ def _claim2_panel(ax, claim2: pd.DataFrame | None) -> None:
     ax.set_ylim(0, 1.25)
     ax.set_ylabel("share of question/instruction request-forms\nwith drift > tolerance (bar, 95% CI)")
     n = int(claim2["n"].max())
-    ax.set_title(f"(d) Claim 2 on both footings (n={n} request-forms per bar; black line = share that fails;\n"
-                 "labels: median drift vs median tolerance; orange covariance, green identity)")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    ax.legend(handles=[Patch(color=OKABE_ITO[1], label="covariance rule"), Patch(color=OKABE_ITO[2],
+                                                                                label="identity rule"),
+                       Line2D([], [], marker="D", ms=4, color="black", ls="none",
+                              label="share of these request-forms that fail")], fontsize=6, loc="upper right")
+    ax.set_title(f"(d) Claim 2 on both footings (up to n={n} question/instruction request-forms per bar;\n"
+                 "labels: median drift vs median tolerance)")
 
 
 def plot_validation(records: pd.DataFrame, curve: pd.DataFrame, table: pd.DataFrame, causes: pd.DataFrame,
