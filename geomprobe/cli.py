@@ -429,15 +429,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "editor: AUC and accuracy on held-out subjects, causes of the failures -> why_forms_fail.png")
     va.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
     va.add_argument("--requests", default="same-subject", help=REQUESTS_HELP)
-    va.add_argument("--editors", default="memit-merge,memit,rose", help="comma-separated editor names")
+    va.add_argument("--editors", default="memit-merge,rose-no-hki,rose,memit", help="comma-separated editor names")
     va.add_argument("--subjects", type=int, default=40, help="subjects (with 2+ requests each, file order)")
     va.add_argument("--relations", type=int, default=2, help="requests per subject (file order; 0 = all)")
-    va.add_argument("--per-form", type=int, default=2, help="prompts per form the patches and directional searches "
+    va.add_argument("--per-form", type=int, default=1, help="prompts per form the patches and directional searches "
                                                             "run on (0 = all; the outcome uses every prompt)")
     va.add_argument("--chunk", type=int, default=8, help="subjects edited together (each chunk from the unedited "
                                                          "weights)")
     va.add_argument("--seed", type=int, default=0, help="seed of the fit / held-out subject split")
-    va.add_argument("--out", default="geomprobe-validate", help="output folder")
+    va.add_argument("--out", default="figures/validation", help="output folder")
     va.add_argument("--device", default=None, help=DEVICE_HELP)
     va.add_argument("--dtype", default=None, help=DTYPE_HELP)
     d = add("demo", "end-to-end key-geometry demo: model -> requests -> keys -> table + figure")

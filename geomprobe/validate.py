@@ -1,7 +1,8 @@
 """Do diagnose's criteria *predict* failure?  Predictive validation on held-out subjects (issue 11).
 
     import geomprobe as gp
-    res = gp.validate("smollm2-135m", "same-subject", editors=("memit-merge", "memit", "rose"), subjects=40)
+    import geomprobe as gp
+    res = gp.validate("smollm2-135m", "same-subject", subjects=40, out="figures/validation")
     print(res["table"])         # one row per (criterion, editor or "all"): AUC, accuracies, intervals
 
 Each editor edits the subjects in chunks of ``chunk`` subjects (the first ``relations`` requests of each subject in
@@ -47,7 +48,8 @@ import pandas as pd
 from .errors import GeomprobeError
 from .intervals import LEVEL, N_BOOT, resample_weights
 
-DEFAULT_EDITORS = ("memit-merge", "memit", "rose")
+#: memit-merge and rose-no-hki share the joint value δ and differ only in the update rule (claim 2's comparison)
+DEFAULT_EDITORS = ("memit-merge", "rose-no-hki", "rose", "memit")
 
 
 @dataclass(frozen=True)
@@ -306,7 +308,7 @@ def select_requests(requests: Sequence, subjects: int, relations: int | None = 2
 
 
 def validate(model: Any = "smollm2-135m", requests: Any = "same-subject", editors: Sequence[str] = DEFAULT_EDITORS,
-             subjects: int = 40, relations: int | None = 2, chunk: int = 8, per_form: int | None = 2,
+             subjects: int = 40, relations: int | None = 2, chunk: int = 8, per_form: int | None = 1,
              out: str | Path | None = None, seed: int = 0,
              n_boot: int = N_BOOT, device: str | None = None, dtype: str | None = None,
              log: Callable[[str], None] = print) -> dict[str, Any]:
