@@ -357,6 +357,11 @@ def from_files(out: str | Path, seed: int = 0, n_boot: int = N_BOOT, model: str 
     return res
 
 
+def _thr(t: float) -> str:
+    """A fitted threshold; one beyond every score means the criterion never fires (always "succeeds")."""
+    return "never fires" if not np.isfinite(t) or abs(t) > 1e100 else f"{t:.3g}"
+
+
 def markdown(table: pd.DataFrame, editor: str = "all") -> str:
     """The criterion table as Markdown (one editor's rows), estimates with their intervals."""
     def iv(row, key, pct=False):
@@ -373,7 +378,7 @@ def markdown(table: pd.DataFrame, editor: str = "all") -> str:
     for _, r in t.iterrows():
         lines.append(f"| {r['criterion']} | {r['account']} | {iv(r, 'auc')} | {iv(r, 'auc_held_out')} | "
                      f"{iv(r, 'accuracy_natural_held_out', True)} | {iv(r, 'accuracy_fitted_held_out', True)} "
-                     f"({r['fitted_threshold']:.3g}) | {100 * r['majority_held_out']:.0f}% | {r['n']} "
+                     f"({_thr(r['fitted_threshold'])}) | {100 * r['majority_held_out']:.0f}% | {r['n']} "
                      f"({r['n_held_out']}) | {r['n_subjects']} | {r['n_failed']} |")
     return "\n".join(lines) + "\n"
 

@@ -32,12 +32,12 @@ def _causes_panel(ax, causes: pd.DataFrame) -> None:
         k = conf.loc[(e, f)] if (e, f) in conf.index else None
         ax.text(i, 1.01, f"n={n}" + (f"\n{k['share']:.0%} conf." if k is not None else ""), ha="center",
                 va="bottom", fontsize=5.5)
-    ax.set_xticks(x, [f"{e}\n{f[:5]}." for e, f in groups], rotation=0, fontsize=5.5)
+    ax.set_xticks(x, [f"{e}\n{f[:5]}." for e, f in groups], rotation=35, ha="right", fontsize=5.5)
     ax.set_ylim(0, 1.18)
     ax.set_ylabel("share of failing request-forms")
     ax.set_title("(a) Cause of each failing request-form, from interventions\n"
                  "(n = failing request-forms; conf. = cause backed by its intervention)")
-    ax.legend(fontsize=5.5, ncol=2, loc="upper left", bbox_to_anchor=(0, -0.16), frameon=False)
+    ax.legend(fontsize=5.5, ncol=4, loc="upper left", bbox_to_anchor=(0, -0.2), frameon=False)
 
 
 def _curve_panel(ax, curve: pd.DataFrame) -> None:
@@ -65,17 +65,23 @@ def _auc_panel(ax, table: pd.DataFrame) -> None:
         color = OKABE_ITO[1] if r["account"] == "paper" else OKABE_ITO[0]
         lo, hi = r["auc_held_out_low"], r["auc_held_out_high"]
         if np.isfinite(r["auc_held_out"]):
-            ax.errorbar(r["auc_held_out"], yi, xerr=[[r["auc_held_out"] - lo], [hi - r["auc_held_out"]]]
+            ax.errorbar(r["auc_held_out"], yi + 0.12, xerr=[[r["auc_held_out"] - lo], [hi - r["auc_held_out"]]]
                         if np.isfinite(lo) else None, fmt="o", color=color, ms=4, capsize=2)
-            ax.text(1.0, yi, f" {r['auc_held_out']:.2f}", va="center", fontsize=6)
+        if np.isfinite(r["auc"]):
+            alo, ahi = r["auc_low"], r["auc_high"]
+            ax.errorbar(r["auc"], yi - 0.12, xerr=[[r["auc"] - alo], [ahi - r["auc"]]] if np.isfinite(alo) else None,
+                        fmt="o", mfc="white", color=color, ms=4, capsize=2)
+        ax.text(1.0, yi, f" {r['auc_held_out']:.2f} / {r['auc']:.2f}", va="center", fontsize=6)
     ax.set_yticks(y, [f"{r['criterion']} ({r['account']})" for _, r in t.iterrows()], fontsize=6)
     ax.axvline(0.5, color="#777777", lw=0.6, ls=":")
     ax.axvline(0.85, color="#777777", lw=0.6, ls="--")
     ax.set_xlim(0.3, 1.0)
-    ax.set_xlabel("ROC AUC for post-edit failure, held-out subjects (95% CI by subject)")
+    ax.set_xlabel("ROC AUC for post-edit failure (95% CI by subject): filled = held-out half of the subjects, "
+                  "hollow = all subjects")
     n = int(t["n_held_out"].max()) if len(t) else 0
     ns = int(t["n_subjects_held_out"].max()) if len(t) else 0
-    ax.set_title(f"(c) Which criterion predicts failure? (held-out: n={n} request-forms, {ns} subjects;\n"
+    ax.set_title(f"(c) Which criterion predicts failure? (held-out: n={n} request-forms, {ns} subjects; "
+                 f"right: held-out / all;\n"
                  "orange = the paper's Δ vs ρ, blue = interventions; dashed = 0.85 target)")
 
 
