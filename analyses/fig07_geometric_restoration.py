@@ -16,7 +16,9 @@ from geomprobe.workspace import Workspace
 ID = "fig07_geometric_restoration"
 PAPER = "RoSE Fig. 7"
 WHAT = ("Activation deviation Δ of each editor's own update (question / instruction forms) against the tolerance "
-        "zone ρ of its optimised values; the safe condition Δ < ρ per editor.")
+        "zone ρ of its optimised values; the safe condition Δ < ρ per editor — the paper's footing; below it, "
+        "like-for-like, each edited model's miss ‖v − δ‖ at (L, subject) against the tolerance along that miss on "
+        "the same prompts.")
 COLUMNS = ("editor", "rule", "form", "metric", "value", "rho", "predicted", "safe")
 EDITORS = ("memit-merge", "rose", "rose-no-iga", "rose-no-hki", "alphaedit", "memit")
 #: editors whose ρ is measured once per value-optimisation mode (ρ depends on the optimised values only, and the
