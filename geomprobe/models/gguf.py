@@ -144,4 +144,30 @@ def convert(fields: dict[str, Any], gguf_path: Path, out_dir: Path, model_type: 
     return manifest
 
 
-__all__ = ["MANIFEST_NAME", "PROBE_TEXTS", "check_tokenizer", "convert", "load_gguf"]
+def place(convert_into, scratch: Path, target: Path, complete) -> Path:
+    """Convert into ``scratch/model`` (``convert_into(staged)``; transformers' own progress bar over the GGUF tensors
+    only on a terminal), then move it to ``target`` in one rename; if another process finished first
+    (``complete()``), its copy stays.  A stale or incomplete ``target`` is replaced."""
+    import contextlib
+    import io
+    import shutil
+
+    from ..progress import is_interactive
+
+    staged = Path(scratch) / "model"
+    quiet = contextlib.redirect_stderr(io.StringIO()) if not is_interactive() else contextlib.nullcontext()
+    with quiet:
+        convert_into(staged)
+    if complete():
+        return target
+    if target.exists():
+        shutil.rmtree(target)
+    try:
+        os.replace(staged, target)
+    except OSError:
+        if not complete():
+            raise
+    return target
+
+
+__all__ = ["MANIFEST_NAME", "PROBE_TEXTS", "check_tokenizer", "convert", "load_gguf", "place"]

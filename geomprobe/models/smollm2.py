@@ -33,10 +33,8 @@ What was found (transformers 5.23, gguf 0.19, torch 2.13 CPU):
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
-import io
 import json
 import os
 import shutil
@@ -47,7 +45,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import ChecksumError, ModelLoadError
-from .gguf import MANIFEST_NAME, check_tokenizer, convert  # noqa: F401 (check_tokenizer re-exported)
+from .gguf import MANIFEST_NAME, check_tokenizer, convert, place  # noqa: F401 (check_tokenizer re-exported)
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
@@ -221,24 +219,11 @@ def ensure_smollm2(cache_dir: Path | None = None) -> Path:
         scratch = Path(scratch)
         download_dir = scratch / "download"
         download_dir.mkdir()
-        from ..progress import is_interactive, note
+        from ..progress import note
 
         note(f"preparing SmolLM2-135M-Instruct in {target} (first run only: checksum, dequantise, verify; "
              "about a minute)")
         gguf_path, source = find_gguf(download_dir)
         verify_sha256(gguf_path, GGUF_SHA256)
-        staged = scratch / "model"
-        # transformers draws its own tqdm bar over the GGUF tensors: keep it to terminals (a log gets the note)
-        quiet = contextlib.redirect_stderr(io.StringIO()) if not is_interactive() else contextlib.nullcontext()
-        with quiet:
-            convert_gguf(gguf_path, staged, source=source)
-        if is_complete(target):  # another process finished first
-            return target
-        if target.exists():
-            shutil.rmtree(target)  # stale or incomplete conversion
-        try:
-            os.replace(staged, target)
-        except OSError:
-            if not is_complete(target):
-                raise
-    return target
+        return place(lambda staged: convert_gguf(gguf_path, staged, source=source), scratch, target,
+                     lambda: is_complete(target))
