@@ -23,7 +23,7 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "EditRequest": (".data", "EditRequest"), "Query": (".data", "Query"), "load_requests": (".data", "load_requests"),
     "render": (".data", "render"), "keys": (".key_reads", "keys"), "LM": (".models", "LM"),
     "load_model": (".models", "load_model"), "tokenize": (".positions", "tokenize"),
-    "compare": (".report", "compare"), "diagnose": (".report", "diagnose"), "validate": (".validate", "validate"),
+    "compare": (".report", "compare"), "diagnose": (".report", "diagnose"),
 }
 
 
@@ -43,5 +43,4 @@ def __dir__() -> list[str]:
 
 
 __all__ = ["EditRequest", "GeomprobeError", "LM", "Query", "editors", "evaluate", "hooks", "linalg", "probes", "stats",
-           "keys", "load_model", "load_requests", "render", "tokenize", "compare", "diagnose", "validate",
-           "__version__"]
+           "keys", "load_model", "load_requests", "render", "tokenize", "compare", "diagnose", "__version__"]

@@ -1,8 +1,8 @@
 """Do diagnose's criteria *predict* failure?  Predictive validation on held-out subjects (issue 11).
 
     import geomprobe as gp
-    import geomprobe as gp
-    res = gp.validate("smollm2-135m", "same-subject", subjects=40, out="figures/validation")
+    from geomprobe.validate import validate   # the module keeps the name: geomprobe.validate.validate
+    res = validate("smollm2-135m", "same-subject", subjects=40, out="figures/validation")
     print(res["table"])         # one row per (criterion, editor or "all"): AUC, accuracies, intervals
 
 Each editor edits the subjects in chunks of ``chunk`` subjects (the first ``relations`` requests of each subject in
@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import GeomprobeError
-from .intervals import LEVEL, N_BOOT, resample_weights
+from .intervals import N_BOOT, cluster_bootstrap, index_bootstrap
 
 #: memit-merge and rose-no-hki share the joint value δ and differ only in the update rule (claim 2's comparison)
 DEFAULT_EDITORS = ("memit-merge", "rose-no-hki", "rose", "memit")
@@ -123,20 +123,8 @@ def best_threshold(score: np.ndarray, failed: np.ndarray) -> float:
 
 def _boot(stat: Callable[[np.ndarray], float], clusters: np.ndarray, n_boot: int, seed: int) -> tuple[float, float]:
     """Percentile interval of ``stat(indices)`` resampling clusters (subjects); NaN with fewer than two."""
-    universe = list(dict.fromkeys(clusters.tolist()))
-    if len(universe) < 2:
-        return math.nan, math.nan
-    members = [np.flatnonzero(clusters == u) for u in universe]
-    vals = []
-    for row in resample_weights(len(universe), n_boot, seed):
-        idx = np.concatenate([np.tile(members[j], int(c)) for j, c in enumerate(row) if c])
-        vals.append(stat(idx))
-    vals = np.asarray(vals, float)
-    vals = vals[np.isfinite(vals)]
-    if not len(vals):
-        return math.nan, math.nan
-    a = (1 - LEVEL) / 2
-    return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
+    iv = index_bootstrap(stat, clusters, n_boot, seed)
+    return iv.low, iv.high
 
 
 def split_subjects(subjects: Sequence[str], seed: int = 0) -> tuple[set[str], set[str]]:
@@ -208,7 +196,8 @@ def cause_table(records: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> p
         for c in CAUSES + ("confirmed",):
             hit = (g["cause_confirmed"].fillna(False).astype(bool) if c == "confirmed" else g["cause"] == c)
             hit = hit.to_numpy(float)
-            low, high = _boot(lambda i, h=hit: float(h[i].mean()), subj, n_boot, seed)
+            iv = cluster_bootstrap(hit, subj, n_boot=n_boot, seed=seed)
+            low, high = iv.low, iv.high
             rows.append({"editor": editor, "form": form, "cause": c, "share": float(hit.mean()), "low": low,
                          "high": high, "count": int(hit.sum()), "n_failed": int(len(g)),
                          "n_subjects": int(len(set(subj)))})
@@ -245,7 +234,8 @@ def claim2_table(records: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0,
         dv, tv = g[drift].astype(float).to_numpy(), g[tol].astype(float).to_numpy()
         beyond = (dv > tv).astype(float)
         subj = g["subject"].to_numpy()
-        low, high = _boot(lambda i, b=beyond: float(b[i].mean()), subj, n_boot, seed) if len(g) else (math.nan,) * 2
+        iv = cluster_bootstrap(beyond, subj, n_boot=n_boot, seed=seed) if len(g) else None
+        low, high = (iv.low, iv.high) if iv is not None else (math.nan, math.nan)
         rows.append({"footing": footing, "rule": rule, "editor": editor, "drift": drift, "tolerance": tol,
                      "drift_median": float(np.median(dv)) if len(g) else math.nan,
                      "tolerance_median": float(np.median(tv)) if len(g) else math.nan,
