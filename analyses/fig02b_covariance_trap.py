@@ -10,6 +10,7 @@ from geomprobe.pipeline import main
 from geomprobe.plots.tolerance import few_note, fmt, pct, plot_deviation_vs_radius
 from geomprobe.tables import (AMPLIFY, DEV, MISS, model_of, predicted_count, predicted_radii, safe_share,
                               tidy_deviation, tidy_like_for_like, tidy_radius, versus)
+from geomprobe.validate import chain
 from geomprobe.workspace import Workspace
 
 ID = "fig02b_covariance_trap"
@@ -37,7 +38,7 @@ def compute(ws: Workspace) -> pd.DataFrame:
     dev = ws.deviation(EDITOR, ALL_RULES)
     dev = dev[dev["rule"].isin(RULES)]
     frames = [tidy_radius(tol, ws.lm.name), tidy_deviation(dev, tol, ws.lm.name)]
-    frames += [tidy_like_for_like(ws.chain(e)[0], ws.lm.name, FORMS) for e in LIKE_FOR_LIKE]
+    frames += [tidy_like_for_like(chain(ws, e)[0], ws.lm.name, FORMS) for e in LIKE_FOR_LIKE]
     return pd.concat(frames, ignore_index=True)
 
 

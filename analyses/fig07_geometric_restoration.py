@@ -11,6 +11,7 @@ from geomprobe.pipeline import main
 from geomprobe.plots.tolerance import few_note, pct, plot_restoration
 from geomprobe.tables import (DEV, FEW, MISS, SHARE_MARGIN, model_of, predicted_count, radius_rows, safe_share,
                               tidy_deviation, tidy_like_for_like, tidy_radius, versus)
+from geomprobe.validate import chain
 from geomprobe.workspace import Workspace
 
 ID = "fig07_geometric_restoration"
@@ -43,7 +44,7 @@ def compute(ws: Workspace) -> pd.DataFrame:
         frames.append(tidy_radius(tol, model, editor=name, rho_from=src))
         frames.append(tidy_deviation(ws.deviation(name, ("update",)), tol, model, rho_from=src))
         if name in LIKE_FOR_LIKE:
-            frames.append(tidy_like_for_like(ws.chain(name)[0], model))
+            frames.append(tidy_like_for_like(chain(ws, name)[0], model))
     return pd.concat(frames, ignore_index=True)
 
 

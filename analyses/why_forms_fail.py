@@ -18,6 +18,7 @@ import pandas as pd
 
 from geomprobe.pipeline import main
 from geomprobe.tables import model_of
+from geomprobe.validate import chain
 from geomprobe.workspace import Workspace
 
 ID = "why_forms_fail"
@@ -31,7 +32,7 @@ PER_FORM = 1
 
 
 def compute(ws: Workspace) -> pd.DataFrame:
-    parts = [ws.chain(e, per_form=PER_FORM) for e in EDITORS]
+    parts = [chain(ws, e, per_form=PER_FORM) for e in EDITORS]
     records = pd.concat([r for r, _ in parts], ignore_index=True).assign(table="record", model=ws.lm.name)
     curve = pd.concat([c for _, c in parts], ignore_index=True).assign(table="curve", model=ws.lm.name)
     return pd.concat([records, curve], ignore_index=True)

@@ -198,7 +198,7 @@ def tidy_deviation(dev: pd.DataFrame, tol: pd.DataFrame, model: str, rho_from: s
 
 def tidy_like_for_like(records: pd.DataFrame, model: str, forms: Sequence[str] = ("question", "instruction")
                        ) -> pd.DataFrame:
-    """Like-for-like rows from causal-chain records (:meth:`Workspace.chain <geomprobe.workspace.Workspace.chain>`),
+    """Like-for-like rows from causal-chain records (:func:`geomprobe.validate.chain`),
     one per request-form and metric: :data:`MISS` (``value`` = ‖v − δ‖ of the edited model at (L, subject),
     ``rho`` = the tolerance from δ along v − δ on the same prompt) and :data:`CUMULATIVE` (``value`` = ‖Σ_l ΔW_l
     Δk_l‖ with edited keys, ``rho`` = the tolerance along −δ̂); ``safe`` = value ≤ rho; ``predicted`` = the

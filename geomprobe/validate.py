@@ -279,6 +279,18 @@ def collect(ws, requests: Sequence, editors: Sequence[str] = DEFAULT_EDITORS, ch
     return pd.DataFrame(recs), pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
 
 
+def chain(ws, name: str, requests: Sequence | None = None, per_form: int | None = 1
+          ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(records, curve)`` of :func:`collect` for editor ``name`` on ``requests`` (default the workspace's shared
+    batch), memoised in the workspace: one causal chain per editor per run, shared by why_forms_fail, fig02b and
+    fig07."""
+    from .report.common import case_key
+
+    requests = list(ws.batch if requests is None else requests)
+    key = ("chain", name, case_key(requests), per_form)
+    return ws.memo(key, lambda: collect(ws, requests, (name,), chunk=len(requests), per_form=per_form, log=ws.log))
+
+
 def select_requests(requests: Sequence, subjects: int, relations: int | None = 2, min_relations: int = 2) -> list:
     """The first ``relations`` requests (file order) of each of the first ``subjects`` subjects that have
     ``min_relations`` or more (same-subject edits: every chosen subject is edited on several relations at once)."""
@@ -412,6 +424,6 @@ def write(res: dict[str, Any], out: Path) -> list[str]:
     return list(files) + ["validation_auc.md", "why_forms_fail.png", "why_forms_fail.pdf"]
 
 
-__all__ = ["CRITERIA", "Criterion", "DEFAULT_EDITORS", "accuracy", "auc", "best_threshold", "cause_table", "claim2_markdown", "claim2_table",
+__all__ = ["chain", "CRITERIA", "Criterion", "DEFAULT_EDITORS", "accuracy", "auc", "best_threshold", "cause_table", "claim2_markdown", "claim2_table",
            "collect", "criterion_table", "evaluable", "from_files", "markdown", "select_requests", "split_subjects", "validate",
            "write"]

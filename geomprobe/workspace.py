@@ -495,19 +495,6 @@ class Workspace:
         return self.memo(key, lambda: activation_deviation(
             self.lm, upd, rules=rules, covariances=self.covariance(upd.layers[-1:]) if need_c else None))
 
-    def chain(self, name: str, requests: Sequence | None = None, per_form: int | None = 1
-              ) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """``(records, curve)``: diagnose's per request-form records with the causal chain (written share, δ
-        patched into the unedited / edited model, δ scaling, tolerance along −δ̂ and along the edited model's miss;
-        :func:`geomprobe.validate.collect`) for editor ``name`` on ``requests`` (default the shared batch), patches
-        on the first ``per_form`` prompts of each form; once per run, shared by why_forms_fail, fig02b and fig07."""
-        from .validate import collect
-
-        requests = list(self.batch if requests is None else requests)
-        key = ("chain", name, _key(requests), per_form)
-        return self.memo(key, lambda: collect(self, requests, (name,), chunk=len(requests), per_form=per_form,
-                                              log=self.log))
-
     # ---- sequential editing -------------------------------------------------------------------
     @property
     def sequential_requests(self) -> list:
