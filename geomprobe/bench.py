@@ -14,6 +14,11 @@ Sections (``--only``):
 * ``evaluation`` — the main table's evaluation (``prob``, ``token_acc``, ``gen`` on every form, locality
   reference included) of the built-in batch with vs without shared-prefix forwards (:mod:`geomprobe.shared`):
   seconds per prompt, ratio (target ≥ 2×) and the largest difference of any metric value (exactness).
+* ``interventions`` — diagnose's causal chain (δ patched and the δ-scaling curve in the unedited and the edited
+  model, the tolerance along −δ̂ and along the miss; :func:`geomprobe.probes.transfer_tests`,
+  :func:`~geomprobe.probes.directional_tolerance`) on the first prompt of each form of 2 subjects' requests, with
+  each prompt's prefix prepared alone vs 16 prompt rows per padded forward (:func:`geomprobe.prefix.prepare_many`):
+  seconds per prompt, ratio and the largest difference of any probability (exactness).
 * ``catalogue`` — the catalogue's wall time per figure, read from ``figures/run.json`` (what the last
   ``geomprobe figures`` run measured; nothing is re-run).
 """
@@ -27,7 +32,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-SECTIONS = ("covariance", "editors", "tolerance", "hki", "evaluation", "catalogue")
+SECTIONS = ("covariance", "editors", "tolerance", "hki", "evaluation", "interventions", "catalogue")
 
 
 def _first_per_subject(requests, n: int):
@@ -39,6 +44,11 @@ def _first_per_subject(requests, n: int):
         if len(out) == n:
             break
     return out
+
+
+def _subjects(requests, n: int) -> list[str]:
+    """The first ``n`` subjects of ``requests`` in file order."""
+    return list(dict.fromkeys(r.subject for r in requests))[:n]
 
 
 def _subject_batch(requests, n: int = 4):
@@ -126,6 +136,38 @@ def bench_evaluation(lm, requests, max_new_tokens: int = 4) -> dict[str, Any]:
     return out
 
 
+def bench_interventions(lm, requests, editor: str = "memit-merge", n_tokens: int | None = None) -> dict[str, Any]:
+    """The causal chain's interventions with each prompt's prefix prepared alone vs in padded groups, same edit
+    (``n_tokens``: covariance sample of the edit, default the preset's)."""
+    from . import editors
+    from .probes import tolerance
+    from .probes.tolerance import directional_tolerance
+    from .probes.transfer import transfer_tests
+
+    cfg = editors.preset_for(lm)
+    upd = editors.get(editor, config=cfg if n_tokens is None else cfg.with_(n_tokens=n_tokens)).compute(lm, requests)
+    out: dict[str, Any] = {"n_requests": len(requests), "editor": editor, "grouped_rows": tolerance.PRIME_ROWS}
+    frames, default = {}, tolerance.PRIME_ROWS
+    try:
+        for rows in (1, default):
+            tolerance.PRIME_ROWS = rows
+            t0 = time.perf_counter()
+            base, _ = transfer_tests(lm, upd, criterion="auto", per_form=1)
+            direc = directional_tolerance(lm, upd, criterion="auto", per_form=1)
+            out["alone_s" if rows == 1 else "grouped_s"] = time.perf_counter() - t0
+            frames[rows] = (base, direc)
+    finally:
+        tolerance.PRIME_ROWS = default
+    (a, da), (b, db) = frames[1], frames[default]
+    cols = [c for c in a.columns if c.startswith("p_")]
+    out["n_prompts"] = len(a)
+    out["max_prob_diff"] = float((a[cols] - b[cols]).abs().max().max())
+    out["same_successes"] = bool((a["patched_success"] == b["patched_success"]).all()
+                                 and (da["predicted"] == db["predicted"]).all())
+    out["ratio"] = out["alone_s"] / out["grouped_s"]
+    return out
+
+
 def bench_catalogue(run_json: Path = Path("figures/run.json")) -> list[dict[str, Any]]:
     """Per figure id: wall seconds of the last catalogue run (``figures/run.json``)."""
     if not Path(run_json).is_file():
@@ -194,6 +236,15 @@ def run_bench(model: str = "smollm2-135m", requests: str = "same-subject", only:
               f"included): plain {1e3 * ev['plain_s'] / n:.0f} ms/prompt vs shared prefix "
               f"{1e3 * ev['shared_s'] / n:.0f} ms/prompt -> {ev['ratio']:.2f}x (target >= 2x); largest metric "
               f"difference {ev['max_value_diff']:.1e}")
+    if "interventions" in only:
+        iv = bench_interventions(lm, [r for s in _subjects(reqs, 2) for r in reqs if r.subject == s])
+        report["interventions"] = iv
+        n = iv["n_prompts"]
+        print(f"interventions ({iv['editor']}, {iv['n_requests']} requests, {n} prompts: transfer tests and two "
+              f"directional tolerances): prefix prepared per prompt {iv['alone_s'] / n:.2f} s/prompt vs "
+              f"{iv['grouped_rows']} rows per padded forward {iv['grouped_s'] / n:.2f} s/prompt -> "
+              f"{iv['ratio']:.2f}x; largest probability difference {iv['max_prob_diff']:.1e}, same successes: "
+              f"{iv['same_successes']}")
     if "catalogue" in only:
         cat = bench_catalogue()
         report["catalogue"] = cat

@@ -42,7 +42,7 @@ from .workspace import FULL, QUICK, Settings, Workspace
 
 #: The catalogue (DESIGN.md §6), in run order (cheap, shared work first).
 CATALOGUE: tuple[str, ...] = (
-    "fig04_key_similarity", "fig13_key_orthogonality_layers", "cov_spectrum", "whitened_key_similarity",
+    "known_facts", "fig04_key_similarity", "fig13_key_orthogonality_layers", "cov_spectrum", "whitened_key_similarity",
     "fig03_gradient_conflict", "fig02a_tolerance_radius", "fig02b_covariance_trap", "fig17_projection_variant",
     "fig07_geometric_restoration", "why_forms_fail", "table_main_results", "fig06_ablation", "fig16_declarative_results",
     "iga_alpha_sweep",

@@ -31,7 +31,7 @@ from .positions import Batch
 if TYPE_CHECKING:
     from .models.load import LM
 
-__all__ = ["Suffix", "prepare", "run", "suffix_chunks"]
+__all__ = ["Suffix", "prepare", "prepare_many", "run", "suffix_chunks"]
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,49 @@ def prepare(lm: "LM", batch: Batch, layer: int, positions: torch.Tensor,
         kv = _prefix_kv(lm, batch, start)
     return Suffix(layer, start, batch.input_ids[:, start:], batch.position_ids[:, start:], batch.attention_mask,
                   hidden[:, start:], kv, (positions - start).to(hidden.device))
+
+
+def prepare_many(lm: "LM", batches: list[Batch], layer: int, positions: list[torch.Tensor]) -> list[Suffix]:
+    """:func:`prepare` for many one-row batches with one forward (no gradient): the rows are left-padded together,
+    run once through every block with the model's cache, and each row's prefix keys/values and residual after
+    block ``layer`` are cut back out, so each :class:`Suffix` is the one :func:`prepare` builds for its batch alone
+    (equal up to float rounding; tested under left padding on every tiny architecture).
+
+    Args:
+        batches: one-row batches without padding (another batch, or a cache that keeps fewer columns than it
+            was given — a sliding window shorter than the rows — falls back to :func:`prepare` per batch).
+        positions: (1,) injection column of each batch.
+    """
+    if not batches:
+        return []
+    if len(batches) == 1 or any(len(b) != 1 or not bool(b.attention_mask.all()) for b in batches):
+        return [prepare(lm, b, layer, pos) for b, pos in zip(batches, positions)]
+    lens = [b.input_ids.shape[1] for b in batches]
+    width = max(lens)
+    ids = torch.zeros(len(batches), width, dtype=batches[0].input_ids.dtype)
+    mask = torch.zeros(len(batches), width, dtype=batches[0].attention_mask.dtype)
+    for i, (b, n) in enumerate(zip(batches, lens)):
+        ids[i, width - n:] = b.input_ids[0].cpu()
+        mask[i, width - n:] = 1
+    pos_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    body = lm.model.get_decoder() if hasattr(lm.model, "get_decoder") else lm.model.base_model
+    dev = lm.input_device
+    cache = DynamicCache(config=lm.model.config)
+    with torch.no_grad(), read(lm, [layer], ("resid",)) as r:
+        body(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos_ids.to(dev), cache=cache,
+             use_cache=True)
+    if any(c.keys.shape[-2] != width for c in cache.layers):  # a window that dropped columns: no cut is exact
+        return [prepare(lm, b, layer, pos) for b, pos in zip(batches, positions)]
+    hidden = r["resid"][layer]
+    out = []
+    for i, (b, n, pos) in enumerate(zip(batches, lens, positions)):
+        o, start = width - n, int(pos.min())
+        kv = () if start == 0 else tuple((c.keys[i:i + 1, :, o:o + start].clone(), c.values[i:i + 1, :, o:o + start]
+                                          .clone()) for c in cache.layers)
+        h = hidden[i:i + 1, o + start:].clone()
+        out.append(Suffix(layer, start, b.input_ids[:, start:], b.position_ids[:, start:], b.attention_mask, h, kv,
+                          (pos - start).to(h.device)))
+    return out
 
 
 def _cache(lm: "LM", kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]) -> DynamicCache | None:

@@ -406,8 +406,11 @@ def test_per_form_keeps_the_first_prompts_and_their_numbers(edit, untouched):
     one, one_curve = transfer_tests(lm, upd, forms=FORMS, criterion="auto", per_form=1)
     assert set(one["prompt_idx"]) == {0} and len(one) == len(upd.requests) * len(FORMS)
     keep = full[full["prompt_idx"] == 0].reset_index(drop=True)
-    cols = ["case_id", "form", "patched_success", "p_patched", "edited_patched_success", "crossing_scale"]
+    cols = ["case_id", "form", "patched_success", "edited_patched_success", "crossing_scale"]
     assert keep[cols].equals(one[cols])
+    # prefixes are prepared in padded groups (prefix.prepare_many), which differ between the runs: fp32 rounding
+    assert torch.allclose(torch.tensor(keep["p_patched"].to_numpy()), torch.tensor(one["p_patched"].to_numpy()),
+                          rtol=1e-4, atol=1e-6)
     assert len(one_curve) == len(curve[curve["prompt_idx"] == 0])
     a = gp.probes.directional_tolerance(lm, upd, directions=("drift",), forms=FORMS, criterion="auto", per_form=1)
     b = gp.probes.directional_tolerance(lm, upd, directions=("drift",), forms=FORMS, criterion="auto")

@@ -65,6 +65,30 @@ def test_suffix_gradient_and_head_columns_equal_full(tiny_lms, kind):
     torch.testing.assert_close(g_part, g_full, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_prepare_many_equals_prepare_alone(tiny_lms, kind):
+    """One padded forward for many one-row prompts cuts out each prompt's own Suffix: same prefix states, same
+    residual, and the same perturbed logits as preparing each prompt alone."""
+    lm = tiny_lms[kind]
+    rows = [tokenize(lm.tokenizer, [render(t, s, "declarative")]) for t, s in PROMPTS]
+    many = prefix.prepare_many(lm, rows, LAYER, [b.subject_last for b in rows])
+    vec = torch.randn(1, lm.d_model, generator=torch.Generator().manual_seed(3)) * 3
+    for b, got in zip(rows, many):
+        alone = prefix.prepare(lm, b, LAYER, b.subject_last)
+        assert got.start == alone.start and int(got.inject[0]) == int(alone.inject[0])
+        torch.testing.assert_close(got.hidden, alone.hidden, atol=1e-5, rtol=1e-5)
+        assert len(got.kv) == len(alone.kv)
+        for (k1, v1), (k2, v2) in zip(got.kv, alone.kv):
+            torch.testing.assert_close(k1, k2, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(v1, v2, atol=1e-5, rtol=1e-5)
+        with torch.no_grad():
+            torch.testing.assert_close(prefix.run(lm, got, add=vec), prefix.run(lm, alone, add=vec),
+                                       atol=1e-5, rtol=1e-5)
+    # the rows really differ in length (left padding was exercised) and one prompt has nothing to cache
+    assert len({b.input_ids.shape[1] for b in rows}) > 1 and min(s.start for s in many) == 0
+    assert active_hooks(lm.model) == 0
+
+
 def test_rows_expand_one_prompt(tiny_lms):
     """Repeating one prompt's rows (the tolerance probe's trials) equals running each trial alone."""
     lm = tiny_lms["llama"]
@@ -91,3 +115,27 @@ def test_value_optimisation_same_with_and_without_prefix_cache(tiny_lms, mode):
     assert on.delta.abs().max() > 0
     torch.testing.assert_close(on.delta, off.delta, atol=1e-5, rtol=1e-4)
     assert on.losses == pytest.approx(off.losses, rel=1e-5)
+
+
+def test_bench_interventions_times_the_same_measurement(tmp_path, monkeypatch):
+    """The bench's two arms give the same causal-chain numbers (grouped prefixes are exact), the baseline prepares
+    one prompt per call, the grouped arm several, and the grouping knob is restored afterwards."""
+    from geomprobe import bench
+    from geomprobe.probes import tolerance
+
+    lm = gp.load_model("toy-llama", device="cpu")
+    everything = gp.load_requests("toy")
+    reqs = [r for r in everything if r.subject in bench._subjects(everything, 1)]
+    sizes = []
+    real_many = prefix.prepare_many
+
+    def record(lm_, batches, *a, **k):
+        sizes.append((tolerance.PRIME_ROWS, len(batches)))
+        return real_many(lm_, batches, *a, **k)
+
+    monkeypatch.setattr(prefix, "prepare_many", record)
+    out = bench.bench_interventions(lm, reqs, n_tokens=2_000)
+    assert tolerance.PRIME_ROWS == out["grouped_rows"] == 16
+    assert out["n_prompts"] == 3 * len(reqs) and out["same_successes"]
+    assert out["max_prob_diff"] < 1e-4 and out["ratio"] > 0
+    assert {n for rows, n in sizes if rows == 1} == {1} and max(n for rows, n in sizes if rows == 16) > 1

@@ -353,3 +353,49 @@ def plot_sequential(df: pd.DataFrame, metrics: Sequence[str] = METRICS, form: st
 
 __all__ = ["PROTOCOL_LABEL", "counts", "fmt", "fmt_cell", "has_intervals", "plot_metric_bars", "plot_overhead", "plot_sequential", "plot_similar_subjects",
            "results_markdown", "wrap", "HEADLINE_PROTOCOL", "PROTOCOL_ORDER"]
+
+
+def plot_known_facts(scores: pd.DataFrame, by_relation: pd.DataFrame, title: str | None = None):
+    """Left: true-fact recall per form (bars: gen exact match, token accuracy) with 95% intervals.
+    Right: declarative recall per relation (share of its requests, n beside each bar).
+
+    Args:
+        scores: ``form, protocol, value, low, high, n, n_subjects`` (fractions).
+        by_relation: ``relation, mean, size``.
+    """
+    from .style import FORM_COLORS
+
+    setup()
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 2.8), gridspec_kw={"width_ratios": [1, 1.3]})
+    ax = axes[0]
+    forms = list(dict.fromkeys(scores["form"]))
+    width = 0.38
+    for j, (protocol, hatch) in enumerate((("starts_with", ""), ("gen", "//"))):
+        d = scores[scores["protocol"] == protocol].set_index("form").reindex(forms)
+        x = np.arange(len(forms)) + (j - 0.5) * width
+        v = d["value"].to_numpy(float) * 100
+        err = np.vstack([v - d["low"].to_numpy(float) * 100, d["high"].to_numpy(float) * 100 - v])
+        bars = ax.bar(x, v, width, color=[FORM_COLORS.get(f, "#777777") for f in forms], hatch=hatch,
+                      edgecolor="white", yerr=np.nan_to_num(err), capsize=2,
+                      label="continuation starts with the answer" if protocol == "starts_with"
+                      else "gen exact match (cut answer)")
+        _bar_labels(ax, bars, v, tops=v + np.nan_to_num(err[1]))
+    ax.set_xticks(np.arange(len(forms)), forms)
+    ax.set_ylim(0, 115)
+    ax.set_ylabel("true-fact recall (%)")
+    n = scores["n"].max() if len(scores) else 0
+    k = scores["n_subjects"].max() if len(scores) else 0
+    ax.set_title(f"per form, 95% CI by subject (n={n} requests, {k} subjects)")
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=6, frameon=False)
+    ax = axes[1]
+    d = by_relation.sort_values("mean")
+    y = np.arange(len(d))
+    ax.barh(y, d["mean"].to_numpy(float) * 100, color=FORM_COLORS["declarative"], height=0.7)
+    ax.set_yticks(y, [f"{r} (n={s})" for r, s in zip(d["relation"], d["size"])])
+    ax.set_xlim(0, 105)
+    ax.set_xlabel("declarative: continuation starts with the true answer (%)")
+    ax.set_title("per relation")
+    if title:
+        fig.suptitle(wrap(title, 7.2), fontsize=8.5)
+    fig.tight_layout()
+    return fig

@@ -40,7 +40,7 @@ from ..editors.update import EditUpdate
 from ..errors import GeomprobeError
 from ..models.load import LM
 from .edit_drift import FORMS, FormPrompt, form_prompts, request_deltas
-from .tolerance import _Prompt, check_criterion, label, request_criterion
+from .tolerance import _Prompt, check_criterion, label, prime, request_criterion
 
 __all__ = ["SCALES", "delta_scaling", "patch_transfer", "transfer_tests"]
 
@@ -99,9 +99,13 @@ def _measure(lm: LM, update: EditUpdate, forms: Sequence[str], scales: Sequence[
     dev = lm.device_of(L)
     base, curve, columns = [], [], []
     from ..progress import track
-    for fp in track(prompts, f"patch transfer ({update.editor})", unit="prompt"):
+    made = [make_prompt(lm, update, fp, torch.zeros(lm.d_model, device=dev), L, criterion, threshold)
+            for fp in prompts]
+    prompts_ = [p for p, _ in made]
+    for n, fp in enumerate(track(prompts, f"patch transfer ({update.editor})", unit="prompt")):
+        prime(prompts_, n)
         r, delta = update.requests[fp.i], deltas[fp.i].to(dev)
-        p, crit = make_prompt(lm, update, fp, torch.zeros_like(delta), L, criterion, threshold)
+        p, crit = made[n]
         adds = torch.stack([0 * delta, delta] + [s * delta for s in scales])  # unperturbed, patched, the curve
         sfx = p.suffix()
         rsfx = None if p.rival is None else p.rival.suffix()
@@ -129,19 +133,25 @@ def _measure(lm: LM, update: EditUpdate, forms: Sequence[str], scales: Sequence[
                           "margin": float(margin[2 + k]),
                           "p_true": math.nan if lt is None else math.exp(float(lt[2 + k]))})
     if edited:
+        made = [make_prompt(lm, update, fp, torch.zeros(lm.d_model, device=dev), L, criterion, threshold)[0]
+                for fp in prompts]  # fresh prompts: their prefixes are prepared under the edit
         with update.applied(lm):
-            for row, fp, (col, rcol) in zip(track(base, f"edited model ({update.editor})", unit="prompt"), prompts,
-                                            columns):
-                p, _ = make_prompt(lm, update, fp, torch.zeros(lm.d_model, device=dev), L, criterion, threshold)
-                sfx = prefix.prepare(lm, p.tb.batch, L, p.pos)
+            for n, (row, (col, rcol)) in enumerate(zip(track(base, f"edited model ({update.editor})",
+                                                             unit="prompt"), columns)):
+                prime(made, n)
+                p = made[n]
+                sfx = p.suffix()
                 rival = None
                 if p.rival is not None:
-                    rsfx = prefix.prepare(lm, p.rival.tb.batch, L, p.rival.pos)
+                    rsfx = p.rival.suffix()
                     rival = _logits(p.rival, rsfx, 2, replace=_replaced(rsfx, rcol))
                 hit, margin, lp, lt = _judge(p, _logits(p, sfx, 2, replace=_replaced(sfx, col)), rival)
                 row.update({"p_edited": math.exp(float(lp[0])), "edited_success": bool(hit[0]),
                             "p_edited_patched": math.exp(float(lp[1])), "edited_patched_success": bool(hit[1]),
                             "edited_patched_margin": float(margin[1])})
+                p._hidden = None
+                if p.rival is not None:
+                    p.rival._hidden = None
     return base, curve
 
 
