@@ -17,12 +17,11 @@ from geomprobe.workspace import Workspace
 ID = "known_facts"
 PAPER = "precondition of every edit (the paper's models know the facts they overwrite)"
 WHAT = ("True-fact recall of the unedited model on every built-in request with a true answer, per form: the greedy "
-        "continuation starts with target_true (every answer token the argmax, teacher-forced) and, stricter, the "
-        "main table's `gen` exact match of the cut generation; 95% intervals resample subjects.  A subject counts "
-        "as known when at least half its declarative facts are recalled.")
+        "continuation starts with target_true (every answer token the argmax, teacher-forced; one forward per "
+        "prompt) and the share of answer tokens that are; 95% intervals resample subjects.  A subject counts as "
+        "known when at least half its declarative facts are recalled.")
 COLUMNS = ("subject", "relation", "form", "protocol", "value")
 FORMS = ("declarative", "question", "instruction")
-MAX_NEW_TOKENS = 8
 
 
 def facts(requests) -> list:
@@ -32,8 +31,7 @@ def facts(requests) -> list:
 
 def compute(ws: Workspace) -> pd.DataFrame:
     reqs = facts(ws.all_requests)
-    ev = evaluate(ws.lm, reqs, forms=FORMS, protocols=("token_acc",), generation=True,
-                  max_new_tokens=MAX_NEW_TOKENS, locality=False)
+    ev = evaluate(ws.lm, reqs, forms=FORMS, protocols=("token_acc",), locality=False)
     ev = ev[ev["metric"].isin(("efficacy", "generalization"))]
     starts = ev[ev["protocol"] == "token_acc"].assign(protocol="starts_with",
                                                        value=lambda d: (d["value"] >= 1.0).astype(float))
@@ -61,7 +59,7 @@ def known_subjects(df: pd.DataFrame, threshold: float = 0.5) -> tuple[list[str],
 def plot(df: pd.DataFrame):
     rows = []
     for form in FORMS:
-        for protocol in ("starts_with", "gen"):
+        for protocol in ("starts_with", "token_acc"):
             iv = recall(df, form, protocol)
             rows.append({"form": form, "protocol": protocol, "value": iv.estimate, "low": iv.low, "high": iv.high,
                          "n": iv.n, "n_subjects": iv.n_clusters})
@@ -76,9 +74,9 @@ def plot(df: pd.DataFrame):
 def headline(df: pd.DataFrame) -> str:
     parts = [f"{form} {fmt_interval(recall(df, form), scale=100)}" for form in FORMS]
     known, total = known_subjects(df)
-    gen = fmt_interval(recall(df, "declarative", "gen"), scale=100, n=False)
+    acc = fmt_interval(recall(df, "declarative", "token_acc"), scale=100, n=False)
     return ("greedy continuation starts with the true answer: " + "; ".join(parts)
-            + f" (declarative `gen` exact match {gen}); subjects known (≥ half their declarative facts): "
+            + f" (declarative token accuracy {acc}); subjects known (≥ half their declarative facts): "
               f"{len(known)} of {total}")
 
 

@@ -262,7 +262,24 @@ def _write_index(out: Path, entries: list[Entry], ws: Workspace | None, total: f
     for f in ordered:
         secs = f"{f['seconds']:.0f} s" if f.get("seconds") is not None else ""
         lines.append(f"| [{f['id']}]({f['id']}.png) | {f['what']} | {f['headline']} | {f['paper']} | {secs} |")
+    lines += ["", *claims_section(out, meta)]
     (out / "index.md").write_text("\n".join(lines) + "\n")
+
+
+def claims_section(out: Path, meta: dict) -> list[str]:
+    """The paper's five claims (:mod:`geomprobe.claims`) measured from this folder's CSVs and from every model
+    sub-folder with its own ``run.json`` (e.g. ``figures/qwen2.5-coder-0.5b/``), side by side."""
+    from .claims import claims_markdown
+
+    if _was_quick(meta):
+        return []
+    folders = {str(meta.get("model", out.name)): out}
+    for sub in sorted(p for p in out.iterdir() if p.is_dir() and (p / "run.json").is_file()):
+        folders[str(_read_run(sub).get("run", {}).get("model", sub.name))] = sub
+    return ["## The paper's claims, side by side", "",
+            "Each claim is decided from the CSVs of the figure named in its cell, with 95% subject-bootstrap "
+            "intervals and n; the rules are in `geomprobe/claims.py` (a claim holds only when its interval clears "
+            "the threshold; otherwise it is not decided).", "", *claims_markdown(folders)]
 
 
 def add_arguments(p: argparse.ArgumentParser, only: bool = True) -> argparse.ArgumentParser:

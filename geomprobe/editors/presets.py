@@ -7,7 +7,7 @@ model in a folder named ``smollm2-135m`` does not.
 
 Paper presets (RoSE, App. D, which keeps MEMIT-Merge's defaults): 35 steps, lr 0.5, wd 0.5, kl 0.0625, clamp 0.75, layers 4..8
 on 7–8B Qwen2.5 / Llama-3.1, λ 1.5e4.  The toy and SmolLM2 presets come from the layer sweep recorded
-in ``figures/layer_sweep.csv`` / the issue notes (which layers carry the subject).
+in ``figures/layer_sweep_<model>.csv`` / the issue notes (which layers carry the subject).
 """
 
 from __future__ import annotations
@@ -38,6 +38,13 @@ PRESETS: dict[str, EditorConfig] = {
     # Value optimisation: MEMIT's reference settings (25 steps, lr 0.5, kl 0.0625, wd 0.5, clamp 0.75, its
     # model-written context prefixes), with the step scaled to SmolLM2's residual norm (ValueConfig.ref_rms).
     "smollm2-135m": EditorConfig(layers=(3, 4, 5, 6, 7), lam=50.0, n_tokens=20_000, value=ValueConfig()),
+    # Qwen2.5-Coder-0.5B (24 layers): residual patching at the subject's last token switches the answer on >= 95% of
+    # 39 pairs up to block 16, 46-49% at 17-19, 0 from 21; a single MLP's output only at block 0 (as on SmolLM2;
+    # figures/layer_sweep_qwen2.5-coder-0.5b.csv).  Edit layers 3..7 mirror the paper's 4..8 of 28 (Qwen2.5-7B).
+    # λ: subject keys (88 subjects, 20k builtin tokens) have kᵀC⁻¹k median 7,890 at layer 3 and 5,194 at layer 7
+    # (min 50-68, max 20k-42k; figures/kCk_qwen2.5-coder-0.5b.csv); λ = 300 writes s/(1+s) = 95% of R along the
+    # median layer-7 key (the paper's 1.5e4 would write 26%).
+    "qwen2.5-coder-0.5b": EditorConfig(layers=(3, 4, 5, 6, 7), lam=300.0, n_tokens=20_000, value=ValueConfig()),
 }
 
 
@@ -65,6 +72,7 @@ PRESET_MODELS: dict[str, ModelShape] = {
     "toy-gpt2": ModelShape("gpt2", 4, 64, 256),
     "toy-llama": ModelShape("llama", 4, 128, 336),
     "smollm2-135m": ModelShape("llama", 30, 576, 1536),
+    "qwen2.5-coder-0.5b": ModelShape("qwen2", 24, 896, 4864),
 }
 assert set(PRESET_MODELS) == set(PRESETS) and len(set(PRESET_MODELS.values())) == len(PRESET_MODELS)
 

@@ -370,7 +370,7 @@ def plot_known_facts(scores: pd.DataFrame, by_relation: pd.DataFrame, title: str
     ax = axes[0]
     forms = list(dict.fromkeys(scores["form"]))
     width = 0.38
-    for j, (protocol, hatch) in enumerate((("starts_with", ""), ("gen", "//"))):
+    for j, (protocol, hatch) in enumerate((("starts_with", ""), ("token_acc", "//"))):
         d = scores[scores["protocol"] == protocol].set_index("form").reindex(forms)
         x = np.arange(len(forms)) + (j - 0.5) * width
         v = d["value"].to_numpy(float) * 100
@@ -378,7 +378,7 @@ def plot_known_facts(scores: pd.DataFrame, by_relation: pd.DataFrame, title: str
         bars = ax.bar(x, v, width, color=[FORM_COLORS.get(f, "#777777") for f in forms], hatch=hatch,
                       edgecolor="white", yerr=np.nan_to_num(err), capsize=2,
                       label="continuation starts with the answer" if protocol == "starts_with"
-                      else "gen exact match (cut answer)")
+                      else "answer tokens that are the argmax")
         _bar_labels(ax, bars, v, tops=v + np.nan_to_num(err[1]))
     ax.set_xticks(np.arange(len(forms)), forms)
     ax.set_ylim(0, 115)
