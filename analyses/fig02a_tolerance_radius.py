@@ -66,7 +66,10 @@ def headline(df: pd.DataFrame) -> str:
     for ed, m in med.items():
         k, n = predicted_count(radius_rows(df, ed))
         parts.append(f"{ed} {fmt(m)} ({k}/{n} predicted)")
-    return ("median ρ/‖h‖ of predicted requests: " + ", ".join(parts)
+    from geomprobe.claims import rho_joint_vs_isolated
+
+    paired, _ = rho_joint_vs_isolated(df)
+    return ("median ρ/‖h‖ of predicted requests: " + ", ".join(parts) + f"; paired by request: {paired}"
             + " (paper: isolated MEMIT wide, joint MEMIT-Merge collapsed, RoSE's HKI widens it again)")
 
 

@@ -44,12 +44,14 @@ def plot(df: pd.DataFrame):
 
 
 def headline(df: pd.DataFrame) -> str:
+    from geomprobe.claims import gradient_orthogonality
+
     s0 = first_step(df)
     M, _ = conflict_matrix(s0)
     steps = df.groupby("step")["value"].mean()
     return (f"conflict at step 0: mean {s0['value'].mean():.2f} over {len(s0)} pairs "
             f"({s0['subject'].nunique()} subjects, {len(M)} relations), last recorded step {int(steps.index[-1])}: "
-            f"{steps.iloc[-1]:.2f} (paper 0.85-0.90, near-orthogonal)")
+            f"{steps.iloc[-1]:.2f}; at step 0 {gradient_orthogonality(df)[0]} (paper 0.85-0.90, near-orthogonal)")
 
 
 if __name__ == "__main__":

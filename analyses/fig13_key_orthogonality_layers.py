@@ -69,9 +69,11 @@ def plot(df: pd.DataFrame):
 
 
 def headline(df: pd.DataFrame) -> str:
+    from geomprobe.claims import key_separation
+
     s = summary(df)
-    return (f"layer {s['layer']}: same subject across forms {s['same']:.2f}, different subjects {s['diff']:.2f}; "
-            f"smallest gap over layers {s['min_gap']:.2f} at layer {s['worst_layer']} (paper 0.88-0.92 vs ~0.04)")
+    return (f"{key_separation(df)[0]} (subject bootstrap); smallest gap over layers {s['min_gap']:.2f} at layer "
+            f"{s['worst_layer']} (paper 0.88-0.92 vs ~0.04)")
 
 
 if __name__ == "__main__":
