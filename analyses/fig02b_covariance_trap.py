@@ -88,9 +88,14 @@ def like_for_like(df: pd.DataFrame) -> str:
         d = df[(df["metric"] == MISS) & (df["editor"] == e)] if "metric" in df else df.iloc[:0]
         ok = d["safe"].dropna() if len(d) else d
         if len(ok):
+            from geomprobe.intervals import cluster_bootstrap, fmt_interval
+
             fail = float((d["success_after"].astype(float) < 0.5).mean())
+            d = d[d["safe"].notna()]
+            within = cluster_bootstrap(d["safe"].astype(float).to_numpy(), d["subject"].to_numpy())
             parts.append(f"{rule} ({e}) median miss {fmt(d['value'].median())} vs tolerance "
-                         f"{fmt(d['rho'].median())}, within {pct(ok.mean())} of {len(ok)}, fails {pct(fail)}")
+                         f"{fmt(d['rho'].median())}, within {fmt_interval(within, scale=100, digits=0)}, "
+                         f"fails {pct(fail)}")
     return ("like-for-like: " + "; ".join(parts)) if parts else ""
 
 
