@@ -23,6 +23,7 @@ import pytest
 import torch
 import transformers
 
+import geomprobe as gp
 from geomprobe.errors import ChecksumError, ModelLoadError
 from geomprobe.models import builtin
 from geomprobe.models import qwen25 as qw
@@ -526,3 +527,18 @@ def test_qwen_knows_the_capital_of_france(qwen_lm):
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0, -1]
     assert tok.decode(int(logits.argmax())) == " Paris"
+
+
+@pytest.mark.qwen
+@pytest.mark.slow
+def test_qwen_gets_its_measured_preset(qwen_lm):
+    """The real model is matched to its preset by shape (layers 3-7, λ 300, the 256-token statistics), not the
+    generic fallback; and the preset's edit layers still carry the subject (residual switch rate ≥ 0.9 at 7)."""
+    from geomprobe.editors.presets import PRESETS, preset_for, preset_key
+
+    assert preset_key(qwen_lm) == "qwen2.5-coder-0.5b"
+    cfg = preset_for(qwen_lm)
+    assert cfg == PRESETS["qwen2.5-coder-0.5b"] and cfg.layers == (3, 4, 5, 6, 7) and cfg.lam == 300.0
+    reqs = gp.load_requests("same-subject")
+    rate = gp.probes.subject_switch_rate(qwen_lm, reqs, layers=[7], max_pairs=12)
+    assert float(rate["value"].iloc[0]) >= 0.9
