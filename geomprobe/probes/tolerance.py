@@ -179,6 +179,12 @@ class _Prompt:
             self._hidden = prefix.prepare(self.lm, self.tb.batch, self.layer, self.pos)
         return self._hidden
 
+    def free(self) -> None:
+        """Drop the prefix-cached suffix (and the rival's); :meth:`suffix` prepares it again when asked."""
+        self._hidden = None
+        if self.rival is not None:
+            self.rival._hidden = None
+
     def batched(self, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hits and margins (n,) for noise vectors (n, d): one resumed, batched forward (two with a rival)."""
         rival = None if self.rival is None else self.rival.logprob(self.rival.batched_logits(noise))
@@ -393,9 +399,7 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
         }
         if j is not None:
             row.update({"prompt_idx": j, "rho_form": rho})
-        p._hidden = None  # free the prefix states
-        if p.rival is not None:
-            p.rival._hidden = None
+        p.free()
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -404,9 +408,7 @@ def _own_h_norm(p: _Prompt) -> float:
     """‖h‖ at L at the prompt's subject's last token (from its prefix-cached suffix; freed afterwards)."""
     sfx = p.suffix()
     hn = float(sfx.hidden[0, int(sfx.inject[0])].float().norm())
-    p._hidden = None
-    if p.rival is not None:
-        p.rival._hidden = None
+    p.free()
     return hn
 
 

@@ -101,9 +101,9 @@ def _measure(lm: LM, update: EditUpdate, forms: Sequence[str], scales: Sequence[
     from ..progress import track
     made = [make_prompt(lm, update, fp, torch.zeros(lm.d_model, device=dev), L, criterion, threshold)
             for fp in prompts]
-    prompts_ = [p for p, _ in made]
+    ps = [p for p, _ in made]
     for n, fp in enumerate(track(prompts, f"patch transfer ({update.editor})", unit="prompt")):
-        prime(prompts_, n)
+        prime(ps, n)
         r, delta = update.requests[fp.i], deltas[fp.i].to(dev)
         p, crit = made[n]
         adds = torch.stack([0 * delta, delta] + [s * delta for s in scales])  # unperturbed, patched, the curve
@@ -113,9 +113,7 @@ def _measure(lm: LM, update: EditUpdate, forms: Sequence[str], scales: Sequence[
                                      None if rsfx is None else _logits(p.rival, rsfx, len(adds), adds))
         cols = (_patched_column(sfx, delta), None if rsfx is None else _patched_column(rsfx, delta))
         columns.append(cols if edited else None)
-        p._hidden = None  # free the prefix states: only the patched column is kept
-        if p.rival is not None:
-            p.rival._hidden = None
+        p.free()  # only the patched column is kept
         ok = [bool(x) for x in hit[2:]]
         crossing = next((s for s, o in sorted(zip(scales, ok)) if o), math.nan)
         meta = {"editor": update.editor, "case_id": r.case_id, "subject": r.subject, "relation": r.relation,
@@ -133,13 +131,11 @@ def _measure(lm: LM, update: EditUpdate, forms: Sequence[str], scales: Sequence[
                           "margin": float(margin[2 + k]),
                           "p_true": math.nan if lt is None else math.exp(float(lt[2 + k]))})
     if edited:
-        made = [make_prompt(lm, update, fp, torch.zeros(lm.d_model, device=dev), L, criterion, threshold)[0]
-                for fp in prompts]  # fresh prompts: their prefixes are prepared under the edit
-        with update.applied(lm):
+        with update.applied(lm):  # every prompt's prefix was freed above: prepared again, under the edit
             for n, (row, (col, rcol)) in enumerate(zip(track(base, f"edited model ({update.editor})",
                                                              unit="prompt"), columns)):
-                prime(made, n)
-                p = made[n]
+                prime(ps, n)
+                p = ps[n]
                 sfx = p.suffix()
                 rival = None
                 if p.rival is not None:
@@ -149,9 +145,7 @@ def _measure(lm: LM, update: EditUpdate, forms: Sequence[str], scales: Sequence[
                 row.update({"p_edited": math.exp(float(lp[0])), "edited_success": bool(hit[0]),
                             "p_edited_patched": math.exp(float(lp[1])), "edited_patched_success": bool(hit[1]),
                             "edited_patched_margin": float(margin[1])})
-                p._hidden = None
-                if p.rival is not None:
-                    p.rival._hidden = None
+                p.free()
     return base, curve
 
 
