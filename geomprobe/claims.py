@@ -80,13 +80,12 @@ def covariance_drift(df: pd.DataFrame) -> tuple[str, str]:
     from .validate import claim2_table
 
     rec = df[df["table"] == "record"].reset_index(drop=True) if "table" in df else df
-    t = claim2_table(rec)
-    t = t[t["footing"] == "like-for-like"].set_index("rule")
+    both = claim2_table(rec)
+    t = both[both["footing"] == "like-for-like"].set_index("rule")
     if not {"covariance", "identity"} <= set(t.index):
         return "no like-for-like records for both rules", "not measured"
     c, i = t.loc["covariance"], t.loc["identity"]
-    paper = claim2_table(rec)
-    paper = paper[paper["footing"] == "paper"].set_index("rule")
+    paper = both[both["footing"] == "paper"].set_index("rule")
     text = (f"miss beyond the tolerance along it: covariance {100 * c['beyond']:.0f}% [{100 * c['beyond_low']:.0f}, "
             f"{100 * c['beyond_high']:.0f}] vs identity {100 * i['beyond']:.0f}% [{100 * i['beyond_low']:.0f}, "
             f"{100 * i['beyond_high']:.0f}] (n={int(c['n'])}, {int(c['n_subjects'])} subjects; median miss "
