@@ -217,7 +217,8 @@ def _figures(args: argparse.Namespace) -> int:
 
     run_figures(model=args.model, requests=args.requests, only=args.only, out=args.out, quick=args.quick,
                 replot=args.replot, device=args.device, dtype=args.dtype, analyses=args.analyses, full=args.full,
-                cache=not args.no_cache, **({"log": _log} if is_quiet() else {}))
+                cache=not args.no_cache, everything=args.all, n_subjects=args.subjects,
+                **({"log": _log} if is_quiet() else {}))
     return 0
 
 
@@ -391,11 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
     f = add("figures", "regenerate the figure catalogue (analyses/<id>.py -> figures/<id>.*)")
     f.add_argument("--model", default="smollm2-135m", help=MODEL_HELP)
     f.add_argument("--requests", default=None, help=REQUESTS_HELP + " (default: same-subject; toy for toy models)")
-    f.add_argument("--only", default=None, help="comma-separated figure ids (default: all)")
+    f.add_argument("--only", default=None, help="comma-separated figure ids (default: the core figures: the "
+                                                "paper's claims, the main table, the causal diagnosis)")
+    f.add_argument("--all", action="store_true", help="every figure of the catalogue (adds ablations, sweeps, "
+                                                      "overhead and sequential editing to the core)")
+    f.add_argument("--subjects", type=int, default=None, help="subjects of the shared edit batch (default 8; "
+                                                              "4 requests each)")
     f.add_argument("--out", default="figures", help="output folder")
     f.add_argument("--quick", action="store_true", help="toy world, few requests: the whole catalogue in minutes")
     f.add_argument("--full", action="store_true", help="the catalogue's own sizes (40 sequential edits, M = 2..10, "
-                                                       "REVIVE on RoSE too): for a GPU")
+                                                       "REVIVE on RoSE too), every figure: for a GPU")
     f.add_argument("--no-cache", action="store_true", help="re-optimise values even when cached on disk")
     f.add_argument("--replot", action="store_true", help="redraw from the CSVs in --out without loading a model")
     f.add_argument("--analyses", default=None, help="folder of analysis scripts (default: the checkout's analyses/)")

@@ -30,7 +30,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 
@@ -49,6 +49,16 @@ CATALOGUE: tuple[str, ...] = (
     "fig18_overhead", "fig15_similar_subjects", "fig12_layer_sensitivity", "fig19_hki_sensitivity",
     "fig20_sequential_edits", "spectral_drift", "spectral_energy",
 )
+
+#: The main job (``geomprobe figures`` without ``--only``/``--all``): the figures behind the paper's five claims, the
+#: main table and the causal diagnosis, all on the shared same-subject batch (``Settings.n_subjects`` subjects).
+CORE: tuple[str, ...] = (
+    "known_facts", "fig04_key_similarity", "fig13_key_orthogonality_layers", "cov_spectrum", "whitened_key_similarity",
+    "fig03_gradient_conflict", "fig02a_tolerance_radius", "fig02b_covariance_trap", "fig17_projection_variant",
+    "fig07_geometric_restoration", "why_forms_fail", "table_main_results", "fig06_ablation", "fig16_declarative_results",
+)
+#: ``--all`` adds these: ablations, sweeps, overhead, near duplicates, sequential editing (their own sizes).
+EXTENDED: tuple[str, ...] = tuple(i for i in CATALOGUE if i not in CORE)
 
 #: label of every figure title and index headline of a ``--quick`` run on the toy world
 SMOKE = "SMOKE TEST (toy world, not a finding)"
@@ -84,9 +94,10 @@ def load_analysis(ident: str, folder: str | Path | None = None) -> ModuleType:
     return mod
 
 
-def select(only: str | Sequence[str] | None) -> list[str]:
+def select(only: str | Sequence[str] | None, everything: bool = True) -> list[str]:
+    """The ids of ``only`` (comma-separated or a list), else the whole catalogue (``everything``) or :data:`CORE`."""
     if not only:
-        return list(CATALOGUE)
+        return list(CATALOGUE if everything else CORE)
     ids = [s.strip() for s in (only.split(",") if isinstance(only, str) else only) if s.strip()]
     bad = [i for i in ids if i not in CATALOGUE]
     if bad:
@@ -160,13 +171,22 @@ class Entry:
 def run_figures(model: str = "smollm2-135m", requests: str | None = None, only: str | Sequence[str] | None = None,
                 out: str | Path = "figures", quick: bool = False, replot: bool = False, device: str | None = None,
                 dtype: str | None = None, analyses: str | Path | None = None,
-                log: Callable[[str], None] = print, full: bool = False, cache: bool = True) -> list[Entry]:
-    """Run (or, with ``replot``, redraw from CSVs) the catalogue; write ``<out>/index.md`` and ``run.json``."""
-    ids = select(only)
+                log: Callable[[str], None] = print, full: bool = False, cache: bool = True,
+                everything: bool = False, n_subjects: int | None = None) -> list[Entry]:
+    """Run (or, with ``replot``, redraw from CSVs) the catalogue; write ``<out>/index.md`` and ``run.json``.
+
+    Without ``only`` it runs :data:`CORE` (the main job), or the whole :data:`CATALOGUE` with ``everything``,
+    ``quick``, ``full`` or ``replot``.  ``n_subjects`` overrides the subjects of the shared batch.
+    """
+    ids = select(only, everything or quick or full or replot)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     mods = {i: load_analysis(i, analyses) for i in ids}
     settings = QUICK if quick else FULL if full else Settings()
+    if n_subjects is not None:
+        if n_subjects < 1:
+            raise GeomprobeError(f"--subjects must be at least 1, got {n_subjects}")
+        settings = replace(settings, n_subjects=n_subjects)
     if quick and model == "smollm2-135m":
         model = "toy-llama"
     if requests is None:
@@ -226,24 +246,26 @@ def _write_index(out: Path, entries: list[Entry], ws: Workspace | None, total: f
     old = _read_run(out)
     run_json = out / "run.json"
     figures = {e["id"]: e for e in old.get("figures", [])}
-    for e in entries:
-        prev = figures.get(e.id, {})
-        figures[e.id] = {**asdict(e), "seconds": e.seconds if e.seconds is not None else prev.get("seconds")}
     meta = old.get("run", {}) if replot or ws is None else {
         "model": ws.lm.name, "requests": ws.requests_name, "quick": quick, "settings": asdict(ws.settings),
         "device": str(ws.lm.device_of(ws.edit_layer)), "dtype": str(ws.lm.dtype).replace("torch.", ""),
         "torch_threads": torch.get_num_threads(), "total_seconds": round(total, 1),
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
-    def set_up(run: dict) -> str:  # what makes two runs comparable, as JSON (tuples and lists alike)
-        return json.dumps({k: v for k, v in run.items() if k not in ("total_seconds", "date", "reruns")},
-                          sort_keys=True, default=str)
-
-    if (not replot and ws is not None and len(entries) < len(CATALOGUE) and old.get("run")
-            and set_up(meta) == set_up(old["run"])):
-        # a partial re-run of the same set-up: keep the whole run's total, record what was redone
-        redo = {"ids": [e.id for e in entries], "seconds": round(total, 1), "date": meta["date"]}
-        meta = {**old["run"], "reruns": [*old["run"].get("reruns", []), redo]}
+    if not replot and ws is not None and old.get("run"):
+        if _set_up(meta) == _set_up(old["run"]):
+            if len(entries) < len(CATALOGUE):
+                # a partial re-run of the same set-up: keep the whole run's total, record what was redone
+                redo = {"ids": [e.id for e in entries], "seconds": round(total, 1), "date": meta["date"]}
+                meta = {**old["run"], "reruns": [*old["run"].get("reruns", []), redo]}
+        else:  # another set-up: a figure kept from before says which run made it
+            earlier = {k: old["run"].get(k) for k in ("settings", "device", "dtype", "torch_threads", "date")}
+            for f in figures.values():
+                f.setdefault("set_up", earlier)
+    for e in entries:
+        prev = figures.get(e.id, {})
+        figures[e.id] = {**asdict(e), "seconds": e.seconds if e.seconds is not None else prev.get("seconds"),
+                         **({"set_up": prev["set_up"]} if replot and "set_up" in prev else {})}
     ordered = [figures[i] for i in CATALOGUE if i in figures]
     run_json.write_text(json.dumps({"run": meta, "figures": ordered}, indent=1, default=str) + "\n")
     smoke = smoke_label(meta.get("model", "")) if _was_quick(meta) else None
@@ -258,12 +280,26 @@ def _write_index(out: Path, entries: list[Entry], ws: Workspace | None, total: f
              INTERVALS_NOTE, "",
              *[f"Re-run since with `--only {','.join(r['ids'])}` ({r['seconds']} s, {r['date']})." for r in
                meta.get("reruns", [])], *([""] if meta.get("reruns") else []),
+             *([f"Figures whose time cell says *earlier run* were not regenerated by this run (it ran "
+                f"{meta.get('settings', {}).get('n_subjects', '?')} subjects); they keep the set-up of the run that "
+                "made them (`geomprobe figures --all` regenerates every figure).", ""]
+               if any("set_up" in f for f in ordered) else []),
              "| figure | what it shows | measured here (paper) | paper ref | time |", "|---|---|---|---|---|"]
     for f in ordered:
         secs = f"{f['seconds']:.0f} s" if f.get("seconds") is not None else ""
+        if "set_up" in f:
+            su = f["set_up"] or {}
+            secs += (f" (*earlier run*: {(su.get('settings') or {}).get('n_subjects', '?')} subjects, "
+                     f"{su.get('date', '?')})")
         lines.append(f"| [{f['id']}]({f['id']}.png) | {f['what']} | {f['headline']} | {f['paper']} | {secs} |")
     lines += ["", *claims_section(out, meta)]
     (out / "index.md").write_text("\n".join(lines) + "\n")
+
+
+def _set_up(run: dict) -> str:
+    """What makes two runs comparable, as JSON (tuples and lists alike)."""
+    return json.dumps({k: v for k, v in run.items() if k not in ("total_seconds", "date", "reruns")},
+                      sort_keys=True, default=str)
 
 
 def claims_section(out: Path, meta: dict) -> list[str]:
@@ -288,7 +324,9 @@ def add_arguments(p: argparse.ArgumentParser, only: bool = True) -> argparse.Arg
     p.add_argument("--requests", default=None, help="built-in name or request file (default: same-subject; toy "
                                                     "for toy models)")
     if only:
-        p.add_argument("--only", default=None, help="comma-separated figure ids")
+        p.add_argument("--only", default=None, help="comma-separated figure ids (default: the core figures)")
+        p.add_argument("--all", action="store_true", help="every figure of the catalogue")
+    p.add_argument("--subjects", type=int, default=None, help="subjects of the shared edit batch (default 8)")
     p.add_argument("--out", default="figures")
     p.add_argument("--quick", action="store_true", help="smoke test: toy world, few requests, the whole catalogue "
                                                         "in minutes (titles say it is no finding)")
@@ -306,7 +344,8 @@ def run_from_args(args: argparse.Namespace, only: str | None = None) -> list[Ent
     """:func:`run_figures` with the options of :func:`add_arguments` (``only`` overrides ``args.only``)."""
     return run_figures(model=args.model, requests=args.requests, only=only or getattr(args, "only", None),
                        out=args.out, quick=args.quick, replot=args.replot, device=args.device, dtype=args.dtype,
-                       analyses=args.analyses, full=args.full, cache=not args.no_cache)
+                       analyses=args.analyses, full=args.full, cache=not args.no_cache,
+                       everything=getattr(args, "all", False), n_subjects=args.subjects)
 
 
 def main(file: str, argv: Sequence[str] | None = None) -> None:
@@ -329,5 +368,5 @@ def main(file: str, argv: Sequence[str] | None = None) -> None:
     sys.exit(0)
 
 
-__all__ = ["CATALOGUE", "INTERVALS_NOTE", "SMOKE", "SMOKE_OTHER", "add_arguments", "analyses_dir", "draw", "figure",
+__all__ = ["CATALOGUE", "CORE", "EXTENDED", "INTERVALS_NOTE", "SMOKE", "SMOKE_OTHER", "add_arguments", "analyses_dir", "draw", "figure",
            "load_analysis", "main", "run_figures", "run_from_args", "select", "smoke_label", "smoke_title"]

@@ -46,7 +46,7 @@ class Settings:
         perplexity_texts: held-out sentences for the general-ability proxy.
     """
 
-    n_subjects: int = 4
+    n_subjects: int = 8
     editors: tuple[str, ...] = MAIN_EDITORS
     trials: int = 10
     sequential: tuple[int, ...] = (5, 10, 20)
@@ -60,8 +60,9 @@ class Settings:
     perplexity_texts: int = 24
 
 
-#: The default run is sized for 2 CPU cores (HKI's instruction-form templates make RoSE's value optimisation the
-#: dominant cost there: about 30 s per request on SmolLM2); on a GPU use ``FULL``, the catalogue's own sizes.
+#: The default run: 8 subjects (32 requests) in the shared batch, the other figures sized for 2 CPU cores (RoSE's
+#: HKI value optimisation, ~16 s per request on SmolLM2, and the causal chains, ~4 s per request-form and editor,
+#: dominate there); on a GPU use ``FULL``, the catalogue's own sizes.
 FULL = Settings(sequential=(5, 10, 20, 40), revive_editors=("memit", "rose"), hki_templates=(2, 4, 6, 8, 10),
                 sweep_subjects=2)
 QUICK = Settings(n_subjects=2, editors=MAIN_EDITORS, trials=4, sequential=(2, 4), sequential_editors=("memit", "rose"),

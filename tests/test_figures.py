@@ -1,13 +1,14 @@
 """The figure catalogue: `geomprobe figures --quick` produces every catalogue id; `--replot` redraws from CSVs."""
 
 import json
+import shutil
 
 import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
 from geomprobe.cli import main
-from geomprobe.pipeline import CATALOGUE, SMOKE, analyses_dir, figure, load_analysis, select
+from geomprobe.pipeline import CATALOGUE, CORE, EXTENDED, SMOKE, analyses_dir, figure, load_analysis, select
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +125,30 @@ def test_analysis_script_entry_parses_its_own_options(capsys, tmp_path):
     with pytest.raises(SystemExit) as e:
         script_main(str(analyses_dir() / "fig04_key_similarity.py"), ["--replot", "--out", str(tmp_path)])
     assert e.value.code == 2 and "is missing" in capsys.readouterr().err
+
+
+def test_main_job_is_the_core_and_all_is_the_catalogue():
+    assert select(None, everything=False) == list(CORE)
+    assert select(None) == list(CATALOGUE)
+    assert set(CORE) | set(EXTENDED) == set(CATALOGUE) and not set(CORE) & set(EXTENDED)
+    # every figure that decides one of the paper's claims is in the main job
+    from geomprobe.claims import CLAIMS
+
+    assert {c.figure for c in CLAIMS} <= set(CORE)
+
+
+def test_a_run_with_another_set_up_marks_the_figures_it_kept(quick_run, tmp_path):
+    folder = tmp_path / "figs"
+    shutil.copytree(quick_run, folder)
+    assert main(["figures", "--quick", "--subjects", "3", "--only", "fig04_key_similarity", "--out",
+                 str(folder)]) == 0
+    run = json.loads((folder / "run.json").read_text())
+    assert run["run"]["settings"]["n_subjects"] == 3 and "reruns" not in run["run"]
+    kept = {f["id"]: f for f in run["figures"]}
+    assert "set_up" not in kept["fig04_key_similarity"]
+    assert all(f["set_up"]["settings"]["n_subjects"] == 2 for i, f in kept.items() if i != "fig04_key_similarity")
+    index = (folder / "index.md").read_text()
+    assert index.count("*earlier run*: 2 subjects") == len(CATALOGUE) - 1
+    # a replot keeps each figure's own set-up
+    assert main(["figures", "--replot", "--out", str(folder)]) == 0
+    assert (folder / "index.md").read_text().count("*earlier run*: 2 subjects") == len(CATALOGUE) - 1
