@@ -73,12 +73,12 @@ from typing import Any, Sequence
 import pandas as pd
 import torch
 
-from . import shared
 from .data.forms import RelationTemplates, Rendered, eval_prompts, find_pool
 from .data.requests import EditRequest, Query
 from .errors import GeomprobeError
 from .positions import tokenize
-from .scoring import token_logprobs, with_targets
+from .prompt_pass import Plan
+from .scoring import with_targets
 
 #: Forms evaluated by default, in table order.
 FORMS: tuple[str, ...] = ("declarative", "paraphrase", "question", "instruction")
@@ -403,15 +403,21 @@ def _rewrite_rows(lm: Any, requests: list[EditRequest], forms: tuple[str, ...], 
         return []
     prompts = [it[4] for it in items]
     answers = [it[5] for it in items]
-    if protocols:
-        logp_new, n_new, hits = _score(lm, prompts, answers, batch_size)
-    with_true = [k for k, it in enumerate(items) if trues[it[0]][0]]
-    logp_true, n_true = {}, {}
-    if "prob" in protocols and with_true:
-        lt, nt, _ = _score(lm, [prompts[k] for k in with_true], [trues[items[k][0]][0] for k in with_true],
-                           batch_size)
-        logp_true, n_true = dict(zip(with_true, lt)), dict(zip(with_true, nt))
-    gens = _generate_answers(lm, prompts, max_new_tokens, batch_size) if generation else None
+    # one plan: each prompt runs once for target_new, target_true and the greedy answer (prompt_pass)
+    plan = Plan()
+    j_new = [plan.score(p, t) for p, t in _target_rows(lm, prompts, answers)] if protocols else []
+    with_true = [k for k, it in enumerate(items) if trues[it[0]][0]] if "prob" in protocols else []
+    j_true = dict(zip(with_true, (plan.score(p, t) for p, t in _target_rows(
+        lm, [prompts[k] for k in with_true], [trues[items[k][0]][0] for k in with_true]))))
+    j_gen = [plan.generate(ids, max_new_tokens) for ids in _prompt_ids(lm.tokenizer, [p.text for p in prompts])
+             ] if generation else []
+    scored, greedy = plan.run(lm, batch_size)
+    logp_new, n_new = [scored[j].logp for j in j_new], [scored[j].n for j in j_new]
+    hits = [scored[j].hits for j in j_new]
+    logp_true = {k: scored[j].logp for k, j in j_true.items()}
+    n_true = {k: scored[j].n for k, j in j_true.items()}
+    eos = _eos_ids(lm)
+    gens = [_answer_text(lm.tokenizer, greedy[k][:max_new_tokens], eos) for k in j_gen] if generation else None
     rows = []
     for k, (i, form, j, n, _, answer) in enumerate(items):
         metric = METRIC_OF_FORM[form]
@@ -447,33 +453,39 @@ def _locality_rows(lm: Any, requests: list[EditRequest], forms: tuple[str, ...],
     count = Counter((i, p.form) for i, p in entries)
     prompts = [_plain(p.text, p.form) for _, p in entries]
     rows: list[tuple[int, LocalityPrompt, str, str, float]] = []
-    if "prob" in protocols:
-        ks = [k for k, (i, p) in enumerate(entries) if p.logp_true is not None and trues[i][0]]
-        if ks:
-            sub = [prompts[k] for k in ks]
-            ln, nn, _ = _score(lm, sub, [requests[entries[k][0]].target_new for k in ks], batch_size)
-            lt, nt, _ = _score(lm, sub, [trues[entries[k][0]][0] for k in ks], batch_size)
-            for m, k in enumerate(ks):
-                i, p = entries[k]
-                post = _prefers_true(lt[m], nt[m], ln[m], nn[m], length_normalized)
-                rows.append((i, p, "prob", "locality", float(post == p.prefers_true(length_normalized))))
+    # one plan: each prompt runs once for target_new, target_true, the reference's argmax and the greedy answer
+    plan = Plan()
+    ks = [k for k, (i, p) in enumerate(entries) if p.logp_true is not None and trues[i][0]] if "prob" in protocols else []
+    sub = [prompts[k] for k in ks]
+    j_new = [plan.score(p, t) for p, t in _target_rows(lm, sub, [requests[entries[k][0]].target_new for k in ks])]
+    j_true = [plan.score(p, t) for p, t in _target_rows(lm, sub, [trues[entries[k][0]][0] for k in ks])]
+    j_arg = {k: plan.score(p.prompt_ids, p.continuation[:p.n_tokens]) for k, (_, p) in enumerate(entries)
+             if p.n_tokens and p.continuation[:p.n_tokens]} if "token_acc" in protocols else {}
+    gen = generation and max_new_tokens <= reference.max_new_tokens
+    if generation and not gen:
+        warnings.warn(f"gen locality skipped: the reference kept {reference.max_new_tokens} generated tokens but "
+                      f"max_new_tokens={max_new_tokens}; recompute it with reference_predictions(..., "
+                      f"max_new_tokens={max_new_tokens})", stacklevel=3)
+    j_gen = [plan.generate(ids, max_new_tokens) for ids in _prompt_ids(lm.tokenizer, [p.text for p in prompts])
+             ] if gen else []
+    scored, greedy = plan.run(lm, batch_size)
+    for m, k in enumerate(ks):
+        i, p = entries[k]
+        a, b = scored[j_true[m]], scored[j_new[m]]
+        post = _prefers_true(a.logp, a.n, b.logp, b.n, length_normalized)
+        rows.append((i, p, "prob", "locality", float(post == p.prefers_true(length_normalized))))
     if "token_acc" in protocols:
-        ids = [list(p.prompt_ids) for _, p in entries]
-        argmax = _forced_argmax(lm, ids, [list(p.continuation[:p.n_tokens]) for _, p in entries], batch_size)
-        for (i, p), got in zip(entries, argmax):
+        for k, (i, p) in enumerate(entries):
+            got = scored[j_arg[k]].argmax if k in j_arg else ()
             same = sum(int(a == b) for a, b in zip(got, p.argmax))
             rows.append((i, p, "token_acc", "locality", same / max(p.n_tokens, 1)))
-    if generation:
-        if max_new_tokens > reference.max_new_tokens:
-            warnings.warn(f"gen locality skipped: the reference kept {reference.max_new_tokens} generated tokens but "
-                          f"max_new_tokens={max_new_tokens}; recompute it with reference_predictions(..., "
-                          f"max_new_tokens={max_new_tokens})", stacklevel=3)
-        else:
-            gens = _generate_answers(lm, prompts, max_new_tokens, batch_size)
-            for (i, p), post in zip(entries, gens):
-                pre = _answer_text(lm.tokenizer, list(p.continuation[:max_new_tokens]), _eos_ids(lm))
-                rows.append((i, p, "gen", "locality", exact_match(post, pre)))
-                rows.append((i, p, "gen", "locality_f1", token_f1(post, pre)))
+    if gen:
+        eos = _eos_ids(lm)
+        for (i, p), k in zip(entries, j_gen):
+            post = _answer_text(lm.tokenizer, greedy[k][:max_new_tokens], eos)
+            pre = _answer_text(lm.tokenizer, list(p.continuation[:max_new_tokens]), eos)
+            rows.append((i, p, "gen", "locality", exact_match(post, pre)))
+            rows.append((i, p, "gen", "locality_f1", token_f1(post, pre)))
     order = {"prob": 0, "token_acc": 1, "gen": 2}
     rows.sort(key=lambda r: (r[0], forms.index(r[1].form), r[1].prompt_idx, order[r[2]]))
     return [_row_maker(requests[i], i, p.form, p.prompt_idx, count[(i, p.form)])(
@@ -615,51 +627,30 @@ def token_f1(prediction: str, answer: str) -> float:
 # --------------------------------------------------------------------------- forwards
 
 
+def _target_rows(lm: Any, prompts: list[Rendered], targets: list[str]) -> list[tuple[list[int], list[int]]]:
+    """Per pair: (prompt tokens, target tokens) of ``prompt + target`` tokenised together
+    (:func:`~geomprobe.scoring.with_targets`: a token that crosses the boundary belongs to the target)."""
+    out = []
+    for s in range(0, len(prompts), _TOKENIZE_CHUNK):
+        tb = with_targets(lm.tokenizer, prompts[s:s + _TOKENIZE_CHUNK], targets[s:s + _TOKENIZE_CHUNK])
+        for ids, lab, m in zip(tb.batch.input_ids, tb.labels, tb.batch.attention_mask.bool()):
+            row, lab = ids[m].tolist(), lab[m]
+            first = int((lab != -100).nonzero()[0])  # its logits predict the first target token
+            out.append((row[:first + 1], row[first + 1:]))
+    return out
+
+
 def _score(lm: Any, prompts: list[Rendered], targets: list[str], batch_size: int
            ) -> tuple[list[float], list[int], list[int]]:
-    """Teacher-forced scores of ``targets`` after ``prompts`` (rows sharing a prompt prefix: :mod:`geomprobe.shared`).
+    """Teacher-forced scores of ``targets`` after ``prompts`` (one pass per distinct prompt: :mod:`~geomprobe.prompt_pass`).
 
     Returns:
         per prompt: summed target log-prob, number of target tokens, number of argmax hits.
     """
-    rows, labels = [], []
-    for s in range(0, len(prompts), _TOKENIZE_CHUNK):
-        tb = with_targets(lm.tokenizer, prompts[s:s + _TOKENIZE_CHUNK], targets[s:s + _TOKENIZE_CHUNK])
-        for ids, lab, m in zip(tb.batch.input_ids, tb.labels, tb.batch.attention_mask.bool()):
-            rows.append(ids[m].tolist())
-            labels.append(lab[m])
-    logp, n_tok, hits = _teacher_forced(lm, rows, labels, batch_size)
-    return logp, n_tok, [int(h) for h in hits]
-
-
-def _teacher_forced(lm: Any, rows: list[list[int]], labels: list[torch.Tensor], batch_size: int
-                    ) -> tuple[list[float], list[int], list[float]]:
-    """Per row: summed log-prob of its labelled tokens, their number, argmax hits.  ``labels[k]`` (len(rows[k]),)
-    holds at each position the next token to score there, -100 elsewhere."""
-    logp, n_tok, hits = [0.0] * len(rows), [0] * len(rows), [0.0] * len(rows)
-    pad = _pad_id(lm.tokenizer)
-    for group in shared.groups(rows, lm):
-        for chunk in _chunks([len(rows[k]) for k in group], batch_size):
-            ks = [group[c] for c in chunk]
-            first = min(int((labels[k] != -100).nonzero()[0]) for k in ks)  # the prefix ends before any score
-            P = shared.prefix_of([rows[k] for k in ks], first, lm)
-            logits, _, _, _ = shared.forward(lm, rows[ks[0]][:P], [rows[k][P:] for k in ks], pad, "right")
-            lab = torch.full(logits.shape[:2], -100, dtype=torch.long)
-            for m, k in enumerate(ks):
-                lab[m, :len(rows[k]) - P] = labels[k][P:]
-            lab = lab.to(logits.device)
-            mask = lab != -100
-            picked = logits[mask].float()  # (n_target_tokens, vocab): only scored positions are normalised
-            gold = lab[mask]
-            row = mask.nonzero()[:, 0]
-            lp = token_logprobs(picked, gold)
-            hit = (picked.argmax(-1) == gold).float()
-            lp_row = torch.zeros(len(ks), device=lp.device).index_add_(0, row, lp)
-            hit_row = torch.zeros(len(ks), device=lp.device).index_add_(0, row, hit)
-            n_row = mask.sum(1)
-            for m, k in enumerate(ks):
-                logp[k], n_tok[k], hits[k] = float(lp_row[m]), int(n_row[m]), float(hit_row[m])
-    return logp, n_tok, hits
+    plan = Plan()
+    jobs = [plan.score(p, t) for p, t in _target_rows(lm, prompts, targets)]
+    scored, _ = plan.run(lm, batch_size)
+    return [scored[j].logp for j in jobs], [scored[j].n for j in jobs], [int(scored[j].hits) for j in jobs]
 
 
 def _prompt_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
@@ -671,61 +662,21 @@ def _prompt_ids(tokenizer: Any, texts: list[str]) -> list[list[int]]:
     return out
 
 
-def _pad_id(tokenizer: Any) -> int:
-    pad = tokenizer.pad_token_id
-    return int(pad if pad is not None else (tokenizer.eos_token_id or 0))
-
-
 def _forced_argmax(lm: Any, prompts: list[list[int]], conts: list[list[int]], batch_size: int) -> list[list[int]]:
     """Argmax predictions at the continuation positions when ``prompt + cont`` is teacher-forced."""
-    out: list[list[int]] = [[] for _ in prompts]
-    todo = [k for k, c in enumerate(conts) if c]
-    rows = [prompts[k] + conts[k] for k in todo]
-    pad = _pad_id(lm.tokenizer)
-    for group in shared.groups(rows, lm):
-        for chunk in _chunks([len(rows[g]) for g in group], batch_size):
-            gs = [group[c] for c in chunk]
-            P = shared.prefix_of([rows[g] for g in gs], min(len(prompts[todo[g]]) - 1 for g in gs), lm)
-            logits, _, _, _ = shared.forward(lm, rows[gs[0]][:P], [rows[g][P:] for g in gs], pad, "right")
-            pred = logits.argmax(-1).cpu()
-            for m, g in enumerate(gs):
-                k = todo[g]
-                start = len(prompts[k]) - 1 - P  # logits there predict the first continuation token
-                out[k] = pred[m, start:start + len(conts[k])].tolist()
-    return out
+    plan = Plan()
+    jobs = {k: plan.score(prompts[k], c) for k, c in enumerate(conts) if c}
+    scored, _ = plan.run(lm, batch_size)
+    return [list(scored[jobs[k]].argmax) if k in jobs else [] for k in range(len(prompts))]
 
 
 def _greedy(lm: Any, prompts: list[list[int]], n_new: list[int], batch_size: int) -> list[list[int]]:
     """Greedy continuations (``n_new[k]`` tokens each; no early stop), left-padded batches, KV cache, the prompts'
     shared prefix computed once per batch."""
-    out: list[list[int]] = [[] for _ in prompts]
-    pad = _pad_id(lm.tokenizer)
-    for group in shared.groups(prompts, lm):
-        for chunk in _chunks([len(prompts[k]) for k in group], batch_size):
-            ks = [group[c] for c in chunk]
-            steps = max(n_new[k] for k in ks)
-            P = shared.prefix_of([prompts[k] for k in ks], min(len(prompts[k]) for k in ks) - 1, lm)
-            new = _greedy_batch(lm, prompts[ks[0]][:P], [prompts[k][P:] for k in ks], pad, steps)
-            for m, k in enumerate(ks):
-                out[k] = new[m][:n_new[k]]
-    return out
-
-
-def _greedy_batch(lm: Any, prefix: list[int], rest: list[list[int]], pad: int, steps: int) -> list[list[int]]:
-    """``steps`` greedy tokens for ``prefix + rest[k]`` (rest left-padded): one forward, then one token at a time."""
-    dev = lm.input_device
-    logits, cache, mask, pos = shared.forward(lm, prefix, rest, pad, "left")
-    tokens = []
-    for step in range(steps):
-        nxt = logits[:, -1].argmax(-1)
-        tokens.append(nxt.cpu())
-        if step + 1 == steps:
-            break
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-        pos = pos[:, -1:] + 1
-        logits = lm.model(input_ids=nxt[:, None].to(dev), attention_mask=mask, position_ids=pos, cache=cache,
-                          use_cache=True).logits
-    return torch.stack(tokens, 1).tolist()
+    plan = Plan()
+    idx = [plan.generate(p, n) for p, n in zip(prompts, n_new)]
+    _, answers = plan.run(lm, batch_size)
+    return [answers[k][:n] for k, n in zip(idx, n_new)]
 
 
 def _eos_ids(lm: Any) -> set[int]:
@@ -747,20 +698,7 @@ def _answer_text(tokenizer: Any, ids: list[int], eos: set[int]) -> str:
     return (text[:end.start()] if end else text).strip()
 
 
-def _generate_answers(lm: Any, prompts: list[Rendered], max_new_tokens: int, batch_size: int) -> list[str]:
-    ids = _prompt_ids(lm.tokenizer, [p.text for p in prompts])
-    gens = _greedy(lm, ids, [max_new_tokens] * len(ids), batch_size)
-    eos = _eos_ids(lm)
-    return [_answer_text(lm.tokenizer, g, eos) for g in gens]
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def _chunks(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """Indices sorted by length, cut into batches (less padding; results do not depend on the order)."""
-    order = sorted(range(len(lengths)), key=lambda k: lengths[k])
-    return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
 
 
 def _plain(text: str, form: str) -> Rendered:

@@ -100,7 +100,8 @@ def _prefix_cache(lm: "LM", prefix: Sequence[int], n: int) -> DynamicCache:
     return cache
 
 
-def forward(lm: "LM", prefix: Sequence[int], rest: Sequence[Sequence[int]], pad_id: int, side: str = "right"):
+def forward(lm: "LM", prefix: Sequence[int], rest: Sequence[Sequence[int]], pad_id: int, side: str = "right",
+            last_only: bool = False):
     """The model on ``prefix + rest[k]`` for every row, the prefix computed once.
 
     Args:
@@ -112,7 +113,8 @@ def forward(lm: "LM", prefix: Sequence[int], rest: Sequence[Sequence[int]], pad_
     Returns:
         ``(logits, cache, mask, positions)``: logits (n, width, vocab) of the rest's columns, the cache holding
         prefix and rest, the full attention mask (n, P + width) and the rest's position ids (n, width) — what a
-        greedy continuation extends.
+        greedy continuation extends.  ``last_only``: the LM head runs on the last column alone (logits (n, 1,
+        vocab); with ``side="left"`` that column predicts every row's next token).
     """
     dev = lm.input_device
     n, width, P = len(rest), max(len(r) for r in rest), len(prefix)
@@ -126,5 +128,5 @@ def forward(lm: "LM", prefix: Sequence[int], rest: Sequence[Sequence[int]], pad_
     full_mask = torch.cat([torch.ones((n, P), dtype=torch.long), mask], 1).to(dev)
     cache = _prefix_cache(lm, prefix, n) if P else DynamicCache(config=lm.model.config)
     out = lm.model(input_ids=ids.to(dev), attention_mask=full_mask, position_ids=pos.to(dev), cache=cache,
-                   use_cache=True)
+                   use_cache=True, **({"logits_to_keep": 1} if last_only else {}))
     return out.logits, cache, full_mask, pos.to(dev)
