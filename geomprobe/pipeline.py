@@ -192,9 +192,9 @@ def run_figures(model: str = "smollm2-135m", requests: str | None = None, only: 
     if requests is None:
         requests = "toy" if model.startswith("toy-") else "same-subject"
     ws = None if replot else Workspace(model, requests, out, settings, device, dtype, log, cache=cache and not quick)
+    before = _read_run(out)  # run.json as this run found it: every index write starts from it
     if replot:
-        old = _read_run(out).get("run", {})
-        smoke = smoke_label(old.get("model", "")) if _was_quick(old) else None
+        smoke = smoke_label(before.get("run", {}).get("model", "")) if _was_quick(before.get("run", {})) else None
     else:
         smoke = smoke_label(model) if quick else None
     entries, t_all = [], time.perf_counter()
@@ -218,8 +218,11 @@ def run_figures(model: str = "smollm2-135m", requests: str | None = None, only: 
                       [str(csv), *files])
         log(f"    {entry.headline}  ({secs:.1f} s)")
         entries.append(entry)
+        if not replot and n < len(ids):  # an interrupted run keeps the figures it made, with their provenance
+            _write_index(out, entries, ws, time.perf_counter() - t_all, replot, quick=quick, before=before,
+                         unfinished=f"{n} of {len(ids)} figures so far")
     total = time.perf_counter() - t_all
-    _write_index(out, entries, ws, total, replot, quick=quick)
+    _write_index(out, entries, ws, total, replot, quick=quick, before=before)
     log(f"wrote {len(entries)} figures to {out}/ ({total:.1f} s); index: {out}/index.md")
     return entries
 
@@ -241,22 +244,27 @@ def _was_quick(run: dict) -> bool:
 
 
 def _write_index(out: Path, entries: list[Entry], ws: Workspace | None, total: float, replot: bool,
-                 quick: bool = False) -> None:
-    """``index.md`` (gallery with headline numbers) and ``run.json`` (settings and timings) for the entries."""
-    old = _read_run(out)
+                 quick: bool = False, before: dict | None = None, unfinished: str | None = None) -> None:
+    """``index.md`` (gallery with headline numbers) and ``run.json`` (settings and timings) for the entries.
+
+    ``before``: run.json as the run found it (default: read now); the run writes after every figure, each time
+    from the same ``before``, so an interrupted run leaves a consistent gallery of what it made, its
+    ``unfinished`` note (e.g. "3 of 14 figures so far") in run.json and at the top of index.md."""
+    old = _read_run(out) if before is None else json.loads(json.dumps(before))
     run_json = out / "run.json"
     figures = {e["id"]: e for e in old.get("figures", [])}
     meta = old.get("run", {}) if replot or ws is None else {
         "model": ws.lm.name, "requests": ws.requests_name, "quick": quick, "settings": asdict(ws.settings),
         "device": str(ws.lm.device_of(ws.edit_layer)), "dtype": str(ws.lm.dtype).replace("torch.", ""),
         "torch_threads": torch.get_num_threads(), "total_seconds": round(total, 1),
-        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "date": time.strftime("%Y-%m-%d %H:%M"), **({"unfinished": unfinished} if unfinished else {}),
     }
     if not replot and ws is not None and old.get("run"):
         if _set_up(meta) == _set_up(old["run"]):
-            if len(entries) < len(CATALOGUE):
+            if len(entries) < len(CATALOGUE) and not old["run"].get("unfinished"):  # (an unfinished run is replaced)
                 # a partial re-run of the same set-up: keep the whole run's total, record what was redone
-                redo = {"ids": [e.id for e in entries], "seconds": round(total, 1), "date": meta["date"]}
+                redo = {"ids": [e.id for e in entries], "seconds": round(total, 1), "date": meta["date"],
+                        **({"unfinished": unfinished} if unfinished else {})}
                 meta = {**old["run"], "reruns": [*old["run"].get("reruns", []), redo]}
         else:  # another set-up: a figure kept from before says which run made it
             earlier = {k: old["run"].get(k) for k in ("settings", "device", "dtype", "torch_threads", "date")}
@@ -277,9 +285,11 @@ def _write_index(out: Path, entries: list[Entry], ws: Workspace | None, total: f
              f"{meta.get('device', '?')}, {meta.get('dtype', '?')}; total {meta.get('total_seconds', '?')} s, "
              f"{meta.get('date', '?')}).  Each figure: `<id>.png|.pdf`, its data `<id>.csv`, "
              "the script `analyses/<id>.py`.  `geomprobe figures --replot` redraws from the CSVs.", "",
+             *([f"**Unfinished run** ({meta['unfinished']}): still running, or stopped before its last figure.", ""]
+               if meta.get("unfinished") else []),
              INTERVALS_NOTE, "",
-             *[f"Re-run since with `--only {','.join(r['ids'])}` ({r['seconds']} s, {r['date']})." for r in
-               meta.get("reruns", [])], *([""] if meta.get("reruns") else []),
+             *[f"Re-run since with `--only {','.join(r['ids'])}` ({r['seconds']} s, {r['date']}"
+               f"{'; unfinished: ' + r['unfinished'] if r.get('unfinished') else ''})." for r in meta.get("reruns", [])], *([""] if meta.get("reruns") else []),
              *([f"Figures whose time cell says *earlier run* were not regenerated by this run (it ran "
                 f"{meta.get('settings', {}).get('n_subjects', '?')} subjects); they keep the set-up of the run that "
                 "made them (`geomprobe figures --all` regenerates every figure).", ""]
@@ -298,7 +308,7 @@ def _write_index(out: Path, entries: list[Entry], ws: Workspace | None, total: f
 
 def _set_up(run: dict) -> str:
     """What makes two runs comparable, as JSON (tuples and lists alike)."""
-    return json.dumps({k: v for k, v in run.items() if k not in ("total_seconds", "date", "reruns")},
+    return json.dumps({k: v for k, v in run.items() if k not in ("total_seconds", "date", "reruns", "unfinished")},
                       sort_keys=True, default=str)
 
 

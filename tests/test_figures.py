@@ -152,3 +152,35 @@ def test_a_run_with_another_set_up_marks_the_figures_it_kept(quick_run, tmp_path
     # a replot keeps each figure's own set-up
     assert main(["figures", "--replot", "--out", str(folder)]) == 0
     assert (folder / "index.md").read_text().count("*earlier run*: 2 subjects") == len(CATALOGUE) - 1
+
+
+def test_an_interrupted_run_keeps_the_figures_it_made(tmp_path, monkeypatch):
+    import types
+
+    from geomprobe import pipeline
+
+    real = pipeline.load_analysis
+
+    def load(ident, folder=None):
+        mod = real(ident, folder)
+        if ident != "fig13_key_orthogonality_layers":
+            return mod
+        broken = types.ModuleType(mod.__name__)
+        broken.__dict__.update(mod.__dict__)
+        broken.compute = lambda ws: (_ for _ in ()).throw(KeyboardInterrupt())  # Ctrl-C in the second figure
+        return broken
+
+    monkeypatch.setattr(pipeline, "load_analysis", load)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run_figures(quick=True, only="fig04_key_similarity,fig13_key_orthogonality_layers", out=tmp_path,
+                             log=lambda s: None)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert [f["id"] for f in run["figures"]] == ["fig04_key_similarity"]
+    assert run["run"]["unfinished"] == "1 of 2 figures so far"
+    assert "**Unfinished run** (1 of 2 figures so far)" in (tmp_path / "index.md").read_text()
+    monkeypatch.setattr(pipeline, "load_analysis", real)
+    pipeline.run_figures(quick=True, only="fig04_key_similarity,fig13_key_orthogonality_layers", out=tmp_path,
+                         log=lambda s: None)
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert "unfinished" not in run["run"] and len(run["figures"]) == 2
+    assert "Unfinished" not in (tmp_path / "index.md").read_text()
