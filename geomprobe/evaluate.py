@@ -243,19 +243,26 @@ def reference_predictions(lm: Any, requests: Sequence[EditRequest], forms: Seque
     trues = [requests[i].target_true or greedy[i] for i, *_ in found]
     own_true = [bool(requests[i].target_true) for i, *_ in found]
     news = [requests[i].target_new for i, *_ in found]
+    # two plans: target_new, target_true and the greedy continuation from one pass per prompt; then the argmax
+    # along that continuation (it needs the continuation)
+    plan = Plan()
+    new_rows = _target_rows(lm, prompts, news)
+    j_new = [plan.score(p, t) for p, t in new_rows]
+    has_true = [k for k, t in enumerate(trues) if t]
+    true_rows = dict(zip(has_true, _target_rows(lm, [prompts[k] for k in has_true], [trues[k] for k in has_true])))
+    j_true = {k: plan.score(p, t) for k, (p, t) in true_rows.items()}
+    n_new = [len(t) for _, t in new_rows]
+    n_true = {k: len(t) for k, (_, t) in true_rows.items()}
+    # token_acc locality scores as many tokens as the request's own target_true has (target_new's without one)
+    n_tokens = [n_true[k] if own_true[k] else n_new[k] for k in range(len(found))]
+    ids = _prompt_ids(tok, [r.text for r in prompts])
+    j_gen = [plan.generate(p, max(n, max_new_tokens)) for p, n in zip(ids, n_tokens)]
     with torch.no_grad():
-        logp_new, n_new, _ = _score(lm, prompts, news, batch_size)
-        has_true = [k for k, t in enumerate(trues) if t]
-        logp_true, n_true = {}, {}
-        if has_true:
-            lt, nt, _ = _score(lm, [prompts[k] for k in has_true], [trues[k] for k in has_true], batch_size)
-            logp_true = dict(zip(has_true, lt))
-            n_true = dict(zip(has_true, nt))
-        # token_acc locality scores as many tokens as the request's own target_true has (target_new's without one)
-        n_tokens = [n_true[k] if own_true[k] else n_new[k] for k in range(len(found))]
-        ids = _prompt_ids(tok, [r.text for r in prompts])
-        conts = _greedy(lm, ids, [max(n, max_new_tokens) for n in n_tokens], batch_size)
+        scored, answers = plan.run(lm, batch_size)
+        conts = [answers[g][:max(n, max_new_tokens)] for g, n in zip(j_gen, n_tokens)]
         argmax = _forced_argmax(lm, ids, [c[:n] for c, n in zip(conts, n_tokens)], batch_size)
+    logp_new = [scored[j].logp for j in j_new]
+    logp_true = {k: scored[j].logp for k, j in j_true.items()}
     out = tuple(
         LocalityPrompt(request=i, form=form, prompt_idx=j, text=r.text, prompt_ids=tuple(ids[k]),
                        n_tokens=n_tokens[k], continuation=tuple(conts[k]), argmax=tuple(argmax[k]),
@@ -466,8 +473,7 @@ def _locality_rows(lm: Any, requests: list[EditRequest], forms: tuple[str, ...],
         warnings.warn(f"gen locality skipped: the reference kept {reference.max_new_tokens} generated tokens but "
                       f"max_new_tokens={max_new_tokens}; recompute it with reference_predictions(..., "
                       f"max_new_tokens={max_new_tokens})", stacklevel=3)
-    j_gen = [plan.generate(ids, max_new_tokens) for ids in _prompt_ids(lm.tokenizer, [p.text for p in prompts])
-             ] if gen else []
+    j_gen = [plan.generate(p.prompt_ids, max_new_tokens) for _, p in entries] if gen else []
     scored, greedy = plan.run(lm, batch_size)
     for m, k in enumerate(ks):
         i, p = entries[k]

@@ -93,15 +93,18 @@ class Plan:
         by_prompt: dict[int, list[int]] = {}
         for j, (k, _) in enumerate(self.jobs):
             by_prompt.setdefault(k, []).append(j)
-        if _ON[0]:  # a unit: (prompt index, its jobs, greedy tokens after it)
+        pad = pad_id(lm.tokenizer)
+        if _ON[0] and lm.d_model < shared.MIN_D_MODEL:
+            # a narrow model's forward costs about its Python overhead: whole rows in one padded forward each beat
+            # a prompt pass plus a continuation pass (measured on the toy worlds, d = 64)
+            self._whole_rows(lm, batch_size, pad, scored)
+            units = [(k, [], n) for k, n in enumerate(self.n_new) if n > 0]
+        elif _ON[0]:  # a unit: (prompt index, its jobs, greedy tokens after it)
             units = [(k, by_prompt.get(k, []), self.n_new[k]) for k in range(len(self.prompts))
                      if k in by_prompt or self.n_new[k] > 0]
         else:
             units = [(k, [j], 0) for j, (k, _) in enumerate(self.jobs)]
             units += [(k, [], n) for k, n in enumerate(self.n_new) if n > 0]
-        if not units:
-            return [], answers
-        pad = pad_id(lm.tokenizer)
         rows = [self.prompts[k] for k, _, _ in units]
         for group in shared.groups(rows, lm):
             for chunk in chunks([len(rows[g]) for g in group], batch_size):
@@ -120,7 +123,19 @@ class Plan:
                     for m, (k, _, n) in enumerate(us):
                         if n:
                             answers[k] = new[m][:n]
-        return [s for s in scored if s is not None], answers
+        if any(s is None for s in scored):
+            raise RuntimeError("prompt pass: a continuation was not scored")
+        return scored, answers
+
+    def _whole_rows(self, lm: Any, batch_size: int, pad: int, scored: list) -> None:
+        """Score every job as one right-padded row ``prompt + tokens[:-1]`` (no cache)."""
+        rows = [self.prompts[k] + toks[:-1] for k, toks in self.jobs]
+        for chunk in chunks([len(r) for r in rows], batch_size):
+            logits, _, _, _ = shared.forward(lm, (), [rows[j] for j in chunk], pad, "right")
+            for r, j in enumerate(chunk):
+                k, toks = self.jobs[j]
+                start = len(self.prompts[k]) - 1
+                _record(logits[r, start:start + len(toks)], toks, scored, j)
 
     def _continue(self, lm: Any, items: list[tuple[int, int]], last: torch.Tensor, cache: Any, mask: torch.Tensor,
                   pos: torch.Tensor, pad: int, scored: list) -> None:
@@ -144,10 +159,16 @@ class Plan:
         for r, (m, j) in enumerate(items):
             toks = self.jobs[j][1]
             seq = last[m:m + 1] if len(toks) == 1 else torch.cat([last[m:m + 1], out[r, :len(toks) - 1].to(dev)], 0)
-            gold = torch.tensor(toks, device=dev)
-            lp = token_logprobs(seq.float(), gold)
-            arg = seq.float().argmax(-1)
-            scored[j] = Scored(float(lp.sum()), len(toks), float((arg == gold).sum()), tuple(arg.tolist()))
+            _record(seq, toks, scored, j)
+
+
+def _record(seq: torch.Tensor, toks: tuple[int, ...], scored: list, j: int) -> None:
+    """``scored[j]``: the continuation ``toks`` scored from ``seq`` (len(toks), vocab), the logits predicting each
+    of its tokens."""
+    gold = torch.tensor(toks, device=seq.device)
+    lp = token_logprobs(seq.float(), gold)
+    arg = seq.float().argmax(-1)
+    scored[j] = Scored(float(lp.sum()), len(toks), float((arg == gold).sum()), tuple(arg.tolist()))
 
 
 def _select(cache: Any, idx: torch.Tensor) -> Any:

@@ -57,6 +57,31 @@ def test_plan_equals_separate_forwards(tiny_lms, kind, on, monkeypatch):
             assert answers[gen[k]] == _greedy_alone(lm, prompts[k], n)
 
 
+@pytest.mark.parametrize("kind", ["gpt2", "gemma2"])
+def test_narrow_model_scores_whole_rows_with_the_same_results(tiny_lms, kind, monkeypatch):
+    """Below shared.MIN_D_MODEL every job is one padded row (prompt + continuation) and only greedy answers run a
+    prompt pass; the results are those of separate forwards."""
+    lm = tiny_lms[kind]
+    assert lm.d_model < shared.MIN_D_MODEL
+    tok = lm.tokenizer
+    prompts = _prompt_ids(tok, [p.text for p in _prompts()])[:3]
+    conts = [tok(c, add_special_tokens=False)["input_ids"] for c in CONTS]
+    rows = []
+    real = shared.forward
+    monkeypatch.setattr(shared, "forward", lambda *a, **k: rows.append((len(a[2]), a[4])) or real(*a, **k))
+    plan = Plan()
+    jobs = [(k, c, plan.score(p, c)) for k, p in enumerate(prompts) for c in conts]
+    gen = plan.generate(prompts[1], 3)
+    with torch.no_grad():
+        scored, answers = plan.run(lm, batch_size=4)
+    assert sum(n for n, side in rows if side == "right") == len(jobs)
+    assert sum(n for n, side in rows if side == "left") == 1
+    for k, c, j in jobs:
+        lp, arg = _alone(lm, prompts[k], c)
+        assert scored[j].logp == pytest.approx(lp, abs=1e-4) and list(scored[j].argmax) == arg
+    assert answers[gen] == _greedy_alone(lm, prompts[1], 3)
+
+
 def test_plan_refuses_empty_rows_and_runs_nothing_when_empty(tiny_lms):
     plan = Plan()
     with pytest.raises(ValueError):
@@ -68,6 +93,7 @@ def test_plan_refuses_empty_rows_and_runs_nothing_when_empty(tiny_lms):
 
 
 def test_disabled_runs_each_job_alone_with_the_same_results(tiny_lms, monkeypatch):
+    monkeypatch.setattr(shared, "MIN_D_MODEL", 0)  # the prompt-pass path, not the narrow models' whole rows
     lm = tiny_lms["llama"]
     prompts = _prompt_ids(lm.tokenizer, [p.text for p in _prompts()])[:2]
     passes = []
