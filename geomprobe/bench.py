@@ -128,7 +128,7 @@ def bench_evaluation(lm, requests, max_new_tokens: int = 4) -> dict[str, Any]:
     for arm, sh, pp in (("plain", False, False), ("shared", True, False), ("pass", True, True)):
         with shared.enabled(sh), prompt_pass.enabled(pp):
             t0 = time.perf_counter()
-            ref = reference_predictions(lm, requests)
+            ref = reference_predictions(lm, requests, max_new_tokens=max_new_tokens)
             frames[arm] = evaluate(lm, requests, reference=ref, generation=True, max_new_tokens=max_new_tokens)
             out[f"{arm}_s"] = time.perf_counter() - t0
     a = frames["plain"]
