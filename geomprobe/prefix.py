@@ -31,7 +31,7 @@ from .positions import Batch
 if TYPE_CHECKING:
     from .models.load import LM
 
-__all__ = ["Suffix", "prepare", "prepare_many", "run", "suffix_chunks"]
+__all__ = ["Suffix", "prefix_kv", "prepare", "prepare_many", "run", "suffix_chunks"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def suffix_chunks(batch: Batch, positions: torch.Tensor, size: int) -> list[torc
     return list(order.split(size))
 
 
-def _prefix_kv(lm: "LM", batch: Batch, start: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+def prefix_kv(lm: "LM", batch: Batch, start: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
     """Keys/values of columns ``[0, start)`` at every block: one forward of the prefix, the model's own cache."""
     if start == 0:
         return ()
@@ -98,7 +98,7 @@ def prepare(lm: "LM", batch: Batch, layer: int, positions: torch.Tensor,
             with read(lm, [layer], ("resid",), stop=True) as r:
                 lm.forward(batch.to(lm.input_device))
             hidden = r["resid"][layer]
-        kv = _prefix_kv(lm, batch, start)
+        kv = prefix_kv(lm, batch, start)
     return Suffix(layer, start, batch.input_ids[:, start:], batch.position_ids[:, start:], batch.attention_mask,
                   hidden[:, start:], kv, (positions - start).to(hidden.device))
 

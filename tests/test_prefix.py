@@ -139,3 +139,27 @@ def test_bench_interventions_times_the_same_measurement(tmp_path, monkeypatch):
     assert out["n_prompts"] == 3 * len(reqs) and out["same_successes"]
     assert out["max_prob_diff"] < 1e-4 and out["ratio"] > 0
     assert {n for rows, n in sizes if rows == 1} == {1} and max(n for rows, n in sizes if rows == 16) > 1
+
+
+def test_switch_rate_resumed_equals_the_full_patched_forwards(tiny_lms):
+    """subject_switch_rate's resumed runs (blocks l+1.. on the columns from the subject's last token) give the
+    switch rate of whole patched forwards at every layer of every tiny architecture, under left and right
+    padding; some layer does switch (the comparison is not all zeros)."""
+    base = gp.load_requests("same-subject")[0]
+    subjects = list(dict.fromkeys(r.subject for r in gp.load_requests("same-subject")))[:12]
+    reqs = [replace(base, subject=s, case_id=f"s{j}", queries=(), paraphrases=(), neighborhood=())
+            for j, s in enumerate(subjects)]
+    switched, differ = 0.0, 0
+    for kind in KINDS:
+        lm = tiny_lms[kind]
+        for side in ("left", "right"):
+            old, lm.tokenizer.padding_side = lm.tokenizer.padding_side, side
+            try:
+                fast = gp.probes.subject_switch_rate(lm, reqs, max_pairs=len(reqs))
+                full = gp.probes.subject_switch_rate(lm, reqs, max_pairs=len(reqs), resume=False)
+            finally:
+                lm.tokenizer.padding_side = old
+            differ += int(full["n_differ"].iloc[0]) > 0
+            assert fast["value"].tolist() == pytest.approx(full["value"].tolist(), abs=1e-9), (kind, side, fast, full)
+            switched = max(switched, float(full["value"].max()))
+    assert differ >= len(KINDS) // 2 and switched > 0  # many cases compare pairs whose answers differ

@@ -15,6 +15,7 @@ from typing import Sequence
 import pandas as pd
 import torch
 
+from .. import prefix
 from ..data.forms import render
 from ..data.requests import EditRequest
 from ..errors import GeomprobeError
@@ -37,12 +38,15 @@ def same_template_pairs(requests: Sequence[EditRequest], max_pairs: int = 40) ->
 
 
 def subject_switch_rate(lm: LM, requests: Sequence[EditRequest], layers: Sequence[int] | None = None,
-                        max_pairs: int = 40, site: str = "resid") -> pd.DataFrame:
+                        max_pairs: int = 40, site: str = "resid", resume: bool = True) -> pd.DataFrame:
     """Switch rate per layer (see the module docstring).
 
     Args:
         site: ``"resid"`` patches the residual stream after block ``l``; ``"mlp"`` patches only the MLP
             output (the rewrite module's value) of block ``l`` — the share one layer's MLP carries alone.
+        resume: (``"resid"`` only) each patched run re-runs blocks ``l + 1 ..`` on the columns from the subject's
+            last token on, the rest read once from the unpatched run (:mod:`geomprobe.prefix`; equal to the full
+            patched forward up to float rounding); False runs the whole model per layer.
 
     Returns:
         tidy DataFrame ``layer, site, metric ("switch_rate"), value, n_pairs, n_differ`` where only pairs
@@ -57,24 +61,39 @@ def subject_switch_rate(lm: LM, requests: Sequence[EditRequest], layers: Sequenc
     layers = list(layers) if layers is not None else list(range(lm.n_layers))
     A = tokenize(lm.tokenizer, [render(a.prompt, a.subject, "declarative") for a, _ in pairs])
     B = tokenize(lm.tokenizer, [render(b.prompt, b.subject, "declarative") for _, b in pairs])
-    with torch.no_grad(), read(lm, layers, (kind,), positions=A.subject_last) as ra:
+    resume = resume and site == "resid"
+    start = int(A.subject_last.min())
+    with torch.no_grad(), read(lm, layers, (kind,), positions=None if resume else A.subject_last) as ra:
         la = lm.forward(A)
+    rows_a = torch.arange(len(pairs))
+    if resume:  # full columns kept for the resumed runs; the subject's last token read off them
+        full = ra["resid"]
+        ra = {"resid": {l: full[l][rows_a.to(full[l].device), A.subject_last.to(full[l].device)] for l in layers}}
+        kv = prefix.prefix_kv(lm, A, start)
+        head = (A.last - start)[:, None]
     with torch.no_grad(), read(lm, layers, (kind,), positions=B.subject_last) as rb:
         lb = lm.forward(B)
-    rows_a = torch.arange(len(pairs))
     pred_a = la[rows_a, A.last.to(la.device)].argmax(-1).cpu()
     pred_b = lb[rows_a, B.last.to(lb.device)].argmax(-1).cpu()
     differ = pred_a != pred_b
     out = []
     for layer in layers:
-        if site == "resid":
+        if resume:
             diff = (rb["resid"][layer] - ra["resid"][layer]).float()
-            with torch.no_grad(), add_to_residual(lm, layer, A.subject_last, diff):
-                lp = lm.forward(A)
+            h = full[layer][:, start:]
+            sfx = prefix.Suffix(layer, start, A.input_ids[:, start:], A.position_ids[:, start:], A.attention_mask,
+                                h, kv, (A.subject_last - start).to(h.device))
+            with torch.no_grad():
+                patched = prefix.run(lm, sfx, add=diff, head=head)[:, 0].argmax(-1).cpu()
         else:
-            with torch.no_grad(), override_value(lm, layer, A.subject_last, rb["value"][layer]):
-                lp = lm.forward(A)
-        patched = lp[rows_a, A.last.to(lp.device)].argmax(-1).cpu()
+            if site == "resid":
+                diff = (rb["resid"][layer] - ra["resid"][layer]).float()
+                with torch.no_grad(), add_to_residual(lm, layer, A.subject_last, diff):
+                    lp = lm.forward(A)
+            else:
+                with torch.no_grad(), override_value(lm, layer, A.subject_last, rb["value"][layer]):
+                    lp = lm.forward(A)
+            patched = lp[rows_a, A.last.to(lp.device)].argmax(-1).cpu()
         switched = (patched == pred_b) & differ
         out.append({"layer": layer, "site": site, "metric": "switch_rate",
                     "value": float(switched.sum()) / max(int(differ.sum()), 1),
