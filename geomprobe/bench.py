@@ -143,7 +143,9 @@ def bench_evaluation(lm, requests, max_new_tokens: int = 4) -> dict[str, Any]:
 
 
 def bench_interventions(lm, requests, editor: str = "memit-merge", n_tokens: int | None = None) -> dict[str, Any]:
-    """The causal chain's interventions with each prompt's prefix prepared alone vs in padded groups, same edit
+    """The causal chain's interventions with every prompt alone (its prefix prepared alone, its searches' calls
+    each a forward) vs grouped (:data:`~geomprobe.probes.tolerance.PRIME_ROWS` prompts' prefixes per padded forward,
+    :data:`~geomprobe.probes.tolerance.GROUP_PROMPTS` prompts' search calls per resumed forward), same edit
     (``n_tokens``: covariance sample of the edit, default the preset's)."""
     from . import editors
     from .probes import tolerance
@@ -152,24 +154,29 @@ def bench_interventions(lm, requests, editor: str = "memit-merge", n_tokens: int
 
     cfg = editors.preset_for(lm)
     upd = editors.get(editor, config=cfg if n_tokens is None else cfg.with_(n_tokens=n_tokens)).compute(lm, requests)
-    out: dict[str, Any] = {"n_requests": len(requests), "editor": editor, "grouped_rows": tolerance.PRIME_ROWS}
-    frames, default = {}, tolerance.PRIME_ROWS
+    knobs = (tolerance.PRIME_ROWS, tolerance.GROUP_PROMPTS)
+    out: dict[str, Any] = {"n_requests": len(requests), "editor": editor, "grouped_rows": knobs[0],
+                           "grouped_prompts": knobs[1]}
+    frames = {}
     try:
-        for rows in (1, default):
-            tolerance.PRIME_ROWS = rows
+        for arm, (rows, group) in (("alone", (1, 1)), ("grouped", knobs)):
+            tolerance.PRIME_ROWS, tolerance.GROUP_PROMPTS = rows, group
             t0 = time.perf_counter()
             base, _ = transfer_tests(lm, upd, criterion="auto", per_form=1)
             direc = directional_tolerance(lm, upd, criterion="auto", per_form=1)
-            out["alone_s" if rows == 1 else "grouped_s"] = time.perf_counter() - t0
-            frames[rows] = (base, direc)
+            out[f"{arm}_s"] = time.perf_counter() - t0
+            frames[arm] = (base, direc)
     finally:
-        tolerance.PRIME_ROWS = default
-    (a, da), (b, db) = frames[1], frames[default]
+        tolerance.PRIME_ROWS, tolerance.GROUP_PROMPTS = knobs
+    (a, da), (b, db) = frames["alone"], frames["grouped"]
     cols = [c for c in a.columns if c.startswith("p_")]
     out["n_prompts"] = len(a)
     out["max_prob_diff"] = float((a[cols] - b[cols]).abs().max().max())
+    radii = [c for c in da.columns if c.startswith("rho_along")]
     out["same_successes"] = bool((a["patched_success"] == b["patched_success"]).all()
                                  and (da["predicted"] == db["predicted"]).all())
+    gap = (da[radii] - db[radii]).abs().to_numpy() / da["step"].to_numpy()[:, None]
+    out["max_radius_diff_steps"] = float(pd.DataFrame(gap).max().max()) if gap.size else 0.0
     out["ratio"] = out["alone_s"] / out["grouped_s"]
     return out
 
@@ -248,10 +255,11 @@ def run_bench(model: str = "smollm2-135m", requests: str = "same-subject", only:
         report["interventions"] = iv
         n = iv["n_prompts"]
         print(f"interventions ({iv['editor']}, {iv['n_requests']} requests, {n} prompts: transfer tests and two "
-              f"directional tolerances): prefix prepared per prompt {iv['alone_s'] / n:.2f} s/prompt vs "
-              f"{iv['grouped_rows']} rows per padded forward {iv['grouped_s'] / n:.2f} s/prompt -> "
-              f"{iv['ratio']:.2f}x; largest probability difference {iv['max_prob_diff']:.1e}, same successes: "
-              f"{iv['same_successes']}")
+              f"directional tolerances): every prompt alone {iv['alone_s'] / n:.2f} s/prompt vs grouped "
+              f"({iv['grouped_rows']} prefixes per padded forward, {iv['grouped_prompts']} prompts' search calls "
+              f"per resumed forward) {iv['grouped_s'] / n:.2f} s/prompt -> {iv['ratio']:.2f}x; largest probability "
+              f"difference {iv['max_prob_diff']:.1e}, radii differ by at most {iv['max_radius_diff_steps']:.0f} "
+              f"grid steps, same successes: {iv['same_successes']}")
     if "catalogue" in only:
         cat = bench_catalogue()
         report["catalogue"] = cat

@@ -31,7 +31,7 @@ from .positions import Batch
 if TYPE_CHECKING:
     from .models.load import LM
 
-__all__ = ["Suffix", "prefix_kv", "prepare", "prepare_many", "run", "suffix_chunks"]
+__all__ = ["Suffix", "prefix_kv", "prepare", "prepare_group", "prepare_many", "run", "suffix_chunks"]
 
 
 @dataclass(frozen=True)
@@ -103,21 +103,13 @@ def prepare(lm: "LM", batch: Batch, layer: int, positions: torch.Tensor,
                   hidden[:, start:], kv, (positions - start).to(hidden.device))
 
 
-def prepare_many(lm: "LM", batches: list[Batch], layer: int, positions: list[torch.Tensor]) -> list[Suffix]:
-    """:func:`prepare` for many one-row batches with one forward (no gradient): the rows are left-padded together,
-    run once through every block with the model's cache, and each row's prefix keys/values and residual after
-    block ``layer`` are cut back out, so each :class:`Suffix` is the one :func:`prepare` builds for its batch alone
-    (equal up to float rounding; tested under left padding on every tiny architecture).
-
-    Args:
-        batches: one-row batches without padding (another batch, or a cache that keeps fewer columns than it
-            was given — a sliding window shorter than the rows — falls back to :func:`prepare` per batch).
-        positions: (1,) injection column of each batch.
-    """
-    if not batches:
-        return []
-    if len(batches) == 1 or any(len(b) != 1 or not bool(b.attention_mask.all()) for b in batches):
-        return [prepare(lm, b, layer, pos) for b, pos in zip(batches, positions)]
+def _padded(lm: "LM", batches: list[Batch], layer: int):
+    """One forward of one-row unpadded ``batches`` left-padded together, through every block with the model's cache:
+    ``(ids, mask, position ids, cache, residual after block layer (n, width, d), lengths)``, or None when a batch has
+    several rows or padding, or a cache keeps fewer columns than it was given (a sliding window shorter than the
+    rows: no cut is exact)."""
+    if any(len(b) != 1 or not bool(b.attention_mask.all()) for b in batches):
+        return None
     lens = [b.input_ids.shape[1] for b in batches]
     width = max(lens)
     ids = torch.zeros(len(batches), width, dtype=batches[0].input_ids.dtype)
@@ -132,9 +124,29 @@ def prepare_many(lm: "LM", batches: list[Batch], layer: int, positions: list[tor
     with torch.no_grad(), read(lm, [layer], ("resid",)) as r:
         body(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos_ids.to(dev), cache=cache,
              use_cache=True)
-    if any(c.keys.shape[-2] != width for c in cache.layers):  # a window that dropped columns: no cut is exact
+    if any(c.keys.shape[-2] != width for c in cache.layers):
+        return None
+    return ids, mask, pos_ids, cache, r["resid"][layer], lens
+
+
+def prepare_many(lm: "LM", batches: list[Batch], layer: int, positions: list[torch.Tensor]) -> list[Suffix]:
+    """:func:`prepare` for many one-row batches with one forward (no gradient): the rows are left-padded together,
+    run once through every block with the model's cache, and each row's prefix keys/values and residual after
+    block ``layer`` are cut back out, so each :class:`Suffix` is the one :func:`prepare` builds for its batch alone
+    (equal up to float rounding; tested under left padding on every tiny architecture).
+
+    Args:
+        batches: one-row batches without padding (another batch, or a cache that keeps fewer columns than it
+            was given — a sliding window shorter than the rows — falls back to :func:`prepare` per batch).
+        positions: (1,) injection column of each batch.
+    """
+    if not batches:
+        return []
+    done = None if len(batches) == 1 else _padded(lm, batches, layer)
+    if done is None:
         return [prepare(lm, b, layer, pos) for b, pos in zip(batches, positions)]
-    hidden = r["resid"][layer]
+    _, _, _, cache, hidden, lens = done
+    width = max(lens)
     out = []
     for i, (b, n, pos) in enumerate(zip(batches, lens, positions)):
         o, start = width - n, int(pos.min())
@@ -144,6 +156,33 @@ def prepare_many(lm: "LM", batches: list[Batch], layer: int, positions: list[tor
         out.append(Suffix(layer, start, b.input_ids[:, start:], b.position_ids[:, start:], b.attention_mask, h, kv,
                           (pos - start).to(h.device)))
     return out
+
+
+def prepare_group(lm: "LM", batches: list[Batch], layer: int, positions: list[torch.Tensor]
+                  ) -> tuple[Suffix, list[int]] | None:
+    """One :class:`Suffix` whose rows are many one-row batches left-padded together (one forward, no gradient), so
+    perturbations of different prompts run in one :func:`run`; and each row's left padding (add it to a column of
+    the batch to get the column in the group).  The re-run columns start at the earliest injection column of any
+    row, so rows with a shorter suffix re-run a few unperturbed columns (exact; group prompts by ``len -
+    position`` to keep that small).  None when :func:`prepare_many` would fall back (the caller then runs the
+    prompts alone).
+
+    Args:
+        batches: one-row batches without padding.
+        positions: (1,) injection column of each batch.
+    """
+    done = _padded(lm, batches, layer)
+    if done is None:
+        return None
+    ids, mask, pos_ids, cache, hidden, lens = done
+    width = max(lens)
+    pads = [width - n for n in lens]
+    inject = torch.tensor([o + int(p.min()) for o, p in zip(pads, positions)])
+    start = int(inject.min())
+    kv = () if start == 0 else tuple((c.keys[:, :, :start], c.values[:, :, :start]) for c in cache.layers)
+    sfx = Suffix(layer, start, ids[:, start:], pos_ids[:, start:], mask, hidden[:, start:], kv,
+                 (inject - start).to(hidden.device))
+    return sfx, pads
 
 
 def _cache(lm: "LM", kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]) -> DynamicCache | None:

@@ -18,6 +18,7 @@ from dataclasses import replace
 import math
 
 import pytest
+import pandas as pd
 import torch
 
 import geomprobe as gp
@@ -419,3 +420,23 @@ def test_per_form_keeps_the_first_prompts_and_their_numbers(edit, untouched):
     for col in ("rho_along_drift", "miss_norm"):  # the drift read batches other prompts: fp32 rounding only
         assert torch.allclose(torch.tensor(a[col].to_numpy()), torch.tensor(b[col].to_numpy()), rtol=1e-4,
                               atol=1e-5, equal_nan=True)
+
+
+def test_searches_in_lock_step_equal_searches_alone(edit, untouched, monkeypatch):
+    """Every prompt's grid searches run together (a group's calls in one forward) find the radii and make the calls
+    they make one prompt at a time."""
+    from geomprobe.probes import tolerance
+
+    lm, upd = edit
+    step, max_radius = _grid(upd, 0.05)
+    kw = dict(step=step, max_radius=max_radius, criterion="auto")
+    out = {}
+    for size in (16, 1):
+        monkeypatch.setattr(tolerance, "GROUP_PROMPTS", size)
+        out[size] = (gp.probes.tolerance_radius(lm, upd, trials=5, seed=1, forms=FORMS, step=step,
+                                                max_radius=max_radius),
+                     gp.probes.directional_tolerance(lm, upd, directions=("-delta", "drift"), forms=FORMS, **kw))
+    for a, b in zip(out[16], out[1]):
+        cols = [c for c in a.columns if c != "seconds"]
+        pd.testing.assert_frame_equal(a[cols], b[cols], check_exact=False, rtol=1e-5)
+    assert len(out[16][0]) > 3 and (out[16][1]["rho_along_drift"] > 0).sum() >= 2

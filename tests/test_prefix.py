@@ -126,19 +126,25 @@ def test_bench_interventions_times_the_same_measurement(tmp_path, monkeypatch):
     lm = gp.load_model("toy-llama", device="cpu")
     everything = gp.load_requests("toy")
     reqs = [r for r in everything if r.subject in bench._subjects(everything, 1)]
-    sizes = []
-    real_many = prefix.prepare_many
+    sizes, groups = [], []
+    real_many, real_group = prefix.prepare_many, prefix.prepare_group
 
     def record(lm_, batches, *a, **k):
         sizes.append((tolerance.PRIME_ROWS, len(batches)))
         return real_many(lm_, batches, *a, **k)
 
+    def record_group(lm_, batches, *a, **k):
+        groups.append((tolerance.GROUP_PROMPTS, len(batches)))
+        return real_group(lm_, batches, *a, **k)
+
     monkeypatch.setattr(prefix, "prepare_many", record)
+    monkeypatch.setattr(prefix, "prepare_group", record_group)
     out = bench.bench_interventions(lm, reqs, n_tokens=2_000)
-    assert tolerance.PRIME_ROWS == out["grouped_rows"] == 16
-    assert out["n_prompts"] == 3 * len(reqs) and out["same_successes"]
+    assert tolerance.PRIME_ROWS == out["grouped_rows"] == 16 and tolerance.GROUP_PROMPTS == out["grouped_prompts"]
+    assert out["n_prompts"] == 3 * len(reqs) and out["same_successes"] and out["max_radius_diff_steps"] == 0
     assert out["max_prob_diff"] < 1e-4 and out["ratio"] > 0
     assert {n for rows, n in sizes if rows == 1} == {1} and max(n for rows, n in sizes if rows == 16) > 1
+    assert {n for g, n in groups if g == 1} == {1} and max(n for g, n in groups if g > 1) > 1
 
 
 def test_switch_rate_resumed_equals_the_full_patched_forwards(tiny_lms):
@@ -163,3 +169,37 @@ def test_switch_rate_resumed_equals_the_full_patched_forwards(tiny_lms):
             assert fast["value"].tolist() == pytest.approx(full["value"].tolist(), abs=1e-9), (kind, side, fast, full)
             switched = max(switched, float(full["value"].max()))
     assert differ >= len(KINDS) // 2 and switched > 0  # many cases compare pairs whose answers differ
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_group_runs_many_prompts_as_each_runs_alone(tiny_lms, kind):
+    """tolerance._Group: perturbations of prompts of different lengths (one with a rival target, one- and
+    two-token targets) in one prefix-cached forward give each prompt's own hits and margins, also when the rows
+    are cut into several forwards (GROUP_ROWS)."""
+    from geomprobe.probes import tolerance
+
+    lm = tiny_lms[kind]
+    g = torch.Generator().manual_seed(5)
+    made = []
+    for n, ((t, s), target) in enumerate(zip(PROMPTS, [" paris", " a city", " rome", " the"])):
+        delta = torch.randn(lm.d_model, generator=g)
+        crit, rival = ("beats-true", " berlin") if n == 0 else ("argmax" if n == 2 else "prob", None)
+        made.append(tolerance._Prompt(lm, render(t, s, "declarative"), target, delta, LAYER, crit, 0.5, rival))
+    assert len({len(p.at) for p in made}) > 1
+    group = tolerance._Group(made)
+    assert group.main is not None and group.rival is not None
+    items = [(m, torch.randn(3 + m, lm.d_model, generator=g) * 2) for m in (2, 0, 3, 1, 0)]
+    old = tolerance.GROUP_ROWS
+    try:
+        for rows in (128, 7):
+            tolerance.GROUP_ROWS = rows
+            got = group.run(items)
+            for (m, noise), (hits, margins) in zip(items, got):
+                h_alone, m_alone = made[m].batched(noise)
+                assert torch.equal(hits, h_alone), (kind, m)
+                torch.testing.assert_close(margins, m_alone, atol=1e-4, rtol=1e-4)
+    finally:
+        tolerance.GROUP_ROWS = old
+    for m, p in enumerate(made):
+        assert group.h_norm(m) == pytest.approx(tolerance._own_h_norm(p), rel=1e-5)
+    assert active_hooks(lm.model) == 0

@@ -234,6 +234,133 @@ def prime(prompts: Sequence[_Prompt], start: int = 0) -> None:
             q._hidden = sfx
 
 
+#: prompts whose perturbed forwards share one prefix-cached batch (:class:`_Group`, :func:`run_searches`); 1 runs every
+#: prompt's searches alone (the bench's baseline)
+GROUP_PROMPTS = 16
+#: perturbed rows per resumed forward of a group at most (bounds the logits kept: rows x target tokens x vocab)
+GROUP_ROWS = 128
+
+
+class _Group:
+    """Prompts whose perturbations run in one resumed forward: their rows left-padded into one prefix-cached
+    :class:`~geomprobe.prefix.Suffix` (:func:`~geomprobe.prefix.prepare_group`), their rivals' in another.  Equal to
+    each prompt's own :meth:`_Prompt.batched` up to float rounding; where a model's cache cannot be cut (a sliding
+    window shorter than the rows) every prompt runs alone."""
+
+    def __init__(self, prompts: list[_Prompt]):
+        self.prompts = prompts
+        self.main = self._prepare(prompts)
+        with_rival = [m for m, p in enumerate(prompts) if p.rival is not None]
+        self.rival_row = {m: r for r, m in enumerate(with_rival)}
+        self.rival = self._prepare([prompts[m].rival for m in with_rival]) if with_rival else None
+        if self.main is None or (with_rival and self.rival is None):
+            self.main = self.rival = None
+
+    @staticmethod
+    def _prepare(prompts: list[_Prompt]):
+        """``(suffix, head columns (rows, t_max))`` of the prompts' rows, or None (run them alone)."""
+        made = prefix.prepare_group(prompts[0].lm, [p.tb.batch for p in prompts], prompts[0].layer,
+                                    [p.pos for p in prompts])
+        if made is None:
+            return None
+        sfx, pads = made
+        t_max = max(len(p.at) for p in prompts)
+        head = torch.stack([torch.cat([p.at.cpu(), p.at.cpu()[-1:].expand(t_max - len(p.at))]) + o - sfx.start
+                            for p, o in zip(prompts, pads)])
+        return sfx, head
+
+    def h_norm(self, m: int) -> float | None:
+        """‖h‖ at L at prompt ``m``'s injection column, from the group's states (None when it runs alone)."""
+        if self.main is None:
+            return None
+        sfx = self.main[0]
+        return float(sfx.hidden[m, int(sfx.inject[m])].float().norm())
+
+    def run(self, items: list[tuple[int, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Hits and margins per item ``(prompt m of the group, noise (n, d))``, as :meth:`_Prompt.batched` gives."""
+        if self.main is None:
+            return [self.prompts[m].batched(noise) for m, noise in items]
+        out, part, rows = [], [], 0
+        for item in items:
+            if part and rows + len(item[1]) > GROUP_ROWS:
+                out += self._run(part)
+                part, rows = [], 0
+            part.append(item)
+            rows += len(item[1])
+        return out + (self._run(part) if part else [])
+
+    def _run(self, items: list[tuple[int, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        lm = self.prompts[0].lm
+        adds = torch.cat([self.prompts[m].delta.to(noise.device) + noise for m, noise in items])
+        rows = torch.cat([torch.full((len(noise),), m, dtype=torch.long) for m, noise in items])
+        sfx, head = self.main
+        with torch.no_grad():
+            logits = prefix.run(lm, sfx, rows=rows.to(sfx.hidden.device), add=adds, head=head[rows])
+            rival = None
+            if self.rival is not None:
+                keep = [k for k, m in enumerate(rows.tolist()) if m in self.rival_row]  # rows with a rival
+                if keep:
+                    rs, rh = self.rival
+                    r_rows = torch.tensor([self.rival_row[int(rows[k])] for k in keep], dtype=torch.long)
+                    rival = prefix.run(lm, rs, rows=r_rows.to(rs.hidden.device), add=adds[keep], head=rh[r_rows])
+        out, a, b = [], 0, 0
+        for m, noise in items:
+            p, n = self.prompts[m], len(noise)
+            lp = None
+            if p.rival is not None:
+                lp = p.rival.logprob(rival[b:b + n, :len(p.rival.at)])
+                b += n
+            out.append(p.score(logits[a:a + n, :len(p.at)], lp))
+            a += n
+        return out
+
+
+def group_prompts(prompts: Sequence[_Prompt], size: int | None = None) -> list[tuple[_Group, int]]:
+    """Per prompt: its :class:`_Group` and its index there; groups of ``size`` (default :data:`GROUP_PROMPTS`)
+    prompts of similar suffix length (columns from the subject's last token on, so few columns are re-run in
+    vain)."""
+    size = max(1, int(GROUP_PROMPTS if size is None else size))
+    order = sorted(range(len(prompts)), key=lambda n: prompts[n].tb.batch.input_ids.shape[1] - int(prompts[n].pos[0]))
+    where: list = [None] * len(prompts)
+    for s in range(0, len(order), size):
+        chunk = order[s:s + size]
+        g = _Group([prompts[n] for n in chunk])
+        for m, n in enumerate(chunk):
+            where[n] = (g, m)
+    return where
+
+
+class Search:
+    """One grid search (:func:`grid_search`) on prompt ``n``: ``noise(ks)`` gives the perturbations (rows, d) of a
+    call, ``read(ks, hits, margins)`` its ``(ok, S)`` per index; ``result`` is ``(k, calls)`` once it ends."""
+
+    def __init__(self, n: int, gen, noise: Callable, read: Callable):
+        self.n, self.gen, self.noise, self.read = n, gen, noise, read
+        self.ks = next(gen)
+        self.result: tuple[int, int] | None = None
+
+
+def run_searches(searches: Sequence[Search], where: Sequence[tuple[_Group, int]], bar=None) -> None:
+    """Advance every search in lock step: each round, the calls of the unfinished searches of one group run in one
+    batched forward (:meth:`_Group.run`).  Each search sees exactly the calls it would make alone."""
+    live = list(searches)
+    while live:
+        by_group: dict[int, tuple[_Group, list]] = {}
+        for s in live:
+            g, m = where[s.n]
+            by_group.setdefault(id(g), (g, []))[1].append((s, m))
+        for g, members in by_group.values():
+            results = g.run([(m, s.noise(s.ks)) for s, m in members])
+            for (s, _), (hits, margins) in zip(members, results):
+                try:
+                    s.ks = s.gen.send(s.read(s.ks, hits, margins))
+                except StopIteration as done:
+                    s.result = done.value
+                    if bar is not None:
+                        bar.update()
+        live = [s for s in live if s.result is None]
+
+
 def _radius_reference(p: _Prompt, u: torch.Tensor, step: float, need: int, k_max: int) -> tuple[int, int]:
     """(k, evaluations): the last grid radius of an unbroken run of successes; k = -1 if unpredicted."""
     if p.single(0 * u[:1]) < 1:
@@ -260,12 +387,25 @@ def search_grid(evaluate: Callable[[list[int]], list[tuple[bool, float]]], k_max
         ``(k, calls)``, ``k = -1`` when ``ok(0)`` fails.  Exact when ``ok`` is monotone; otherwise a ``k``
         with ``ok(k)`` and ``not ok(k+1)`` among the indices it tried.
     """
+    gen = grid_search(k_max, first, width, power)
+    ks = next(gen)
+    while True:
+        try:
+            ks = gen.send(evaluate(ks))
+        except StopIteration as done:
+            return done.value
+
+
+def grid_search(k_max: int, first: int, width: int = 2, power: float = 1.5):
+    """:func:`search_grid` as a generator: yields the grid indices of each call, receives their ``(ok, S)`` list,
+    returns ``(k, calls)`` (so many searches can share batched forwards: :func:`run_searches`)."""
     lo, s_lo, hi, s_hi, s0 = -1, 0.0, k_max + 1, None, 0.0  # ok(lo); hi fails (k_max + 1: not seen yet)
     ks, calls = [0] + ([min(max(first, 1), k_max)] if k_max else []), 0
     while True:
         width_before = hi - lo
         calls += 1
-        for k, (ok, s) in zip(ks, evaluate(ks)):
+        results = yield ks
+        for k, (ok, s) in zip(ks, results):
             s0 = s if k == 0 else s0
             if ok:
                 lo, s_lo = k, s
@@ -289,20 +429,25 @@ def search_grid(evaluate: Callable[[list[int]], list[tuple[bool, float]]], k_max
         ks = [k for k in range(c, c + width) if k < hi and k <= k_max]
 
 
-def _radius_fast(p: _Prompt, u: torch.Tensor, step: float, need: int, k_max: int, first: int) -> tuple[int, int]:
-    """(k, evaluations) by :func:`search_grid` over batched resumed forwards; k = -1 if unpredicted."""
-    order = len(u) - need  # the order statistic of the margins that decides success
+def _radius_search(n: int, u: torch.Tensor, step: float, need: int, k_max: int, first: int) -> Search:
+    """The fast estimator's search for prompt ``n``: each call runs its radii's trials as one batch (a radius of 0
+    once: every draw is the same); ``S`` is the margin order statistic that decides success."""
+    order = len(u) - need
 
-    def evaluate(ks: list[int]) -> list[tuple[bool, float]]:
-        sizes = [1 if k == 0 else len(u) for k in ks]  # at radius 0 every draw is the same
-        hits, margins = p.batched(torch.cat([k * step * u[:n] for k, n in zip(ks, sizes)]))
+    def sizes(ks: list[int]) -> list[int]:
+        return [1 if k == 0 else len(u) for k in ks]
+
+    def noise(ks: list[int]) -> torch.Tensor:
+        return torch.cat([k * step * u[:m] for k, m in zip(ks, sizes(ks))])
+
+    def read(ks: list[int], hits: torch.Tensor, margins: torch.Tensor) -> list[tuple[bool, float]]:
         out = []
-        for k, h, m in zip(ks, hits.split(sizes), margins.split(sizes)):
+        for k, h, m in zip(ks, hits.split(sizes(ks)), margins.split(sizes(ks))):
             out.append((bool(h[0]), float(m[0])) if k == 0 else
                        (int(h.sum()) >= need, float(m.sort().values[order])))
         return out
 
-    return search_grid(evaluate, k_max, first)
+    return Search(n, grid_search(k_max, first), noise, read)
 
 
 def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: float = 0.9, method: str = "fast",
@@ -372,29 +517,43 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
     else:
         items = [(fp.i, fp.form, fp.j, fp.prompt) for fp in form_prompts(update, forms, lm.tokenizer, idx)]
     rows = []
-    from ..progress import track
     made = [_Prompt(lm, prompt, update.requests[i].target_new, value.delta[:, col_of[i]].to(lm.device_of(layer)),
                     layer, criterion, threshold, update.requests[i].target_true if criterion == "beats-true" else None)
             for i, _, _, prompt in items]
-    for n, (i, form, j, prompt) in enumerate(track(items, f"tolerance radius ({update.editor})", unit="prompt")):
-        r, c, p = update.requests[i], col_of[i], made[n]
-        if method == "fast":
-            prime(made, n)
-        u = _directions(lm.d_model, trials, seed + i, lm.device_of(layer))
+    dirs = [_directions(lm.d_model, trials, seed + i, lm.device_of(layer)) for i, *_ in items]
+    found: list[tuple[int, int]] = []
+    seconds: list[float] = []
+    where = None
+    if method == "fast":  # every prompt's search at once, a group's calls in one resumed forward
+        from ..progress import progress
         t0 = time.perf_counter()
-        if method == "fast":
-            k, evals = _radius_fast(p, u, step, need, k_max, first=round(float(h_norm[c]) / step))
-        else:
-            k, evals = _radius_reference(p, u, step, need, k_max)
+        where = group_prompts(made)
+        searches = [_radius_search(n, dirs[n], step, need, k_max, first=round(float(h_norm[col_of[i]]) / step))
+                    for n, (i, *_) in enumerate(items)]
+        bar = progress(len(searches), f"tolerance radius ({update.editor})", "prompt")
+        run_searches(searches, where, bar)
+        bar.close()
+        found = [s.result for s in searches]
+        seconds = [(time.perf_counter() - t0) / max(len(items), 1)] * len(items)  # shared batches: the mean
+    else:
+        from ..progress import track
+        for n in track(range(len(items)), f"tolerance radius ({update.editor})", unit="prompt"):
+            t0 = time.perf_counter()
+            found.append(_radius_reference(made[n], dirs[n], step, need, k_max))
+            seconds.append(time.perf_counter() - t0)
+            made[n].free()
+    for n, (i, form, j, prompt) in enumerate(items):
+        r, c, p = update.requests[i], col_of[i], made[n]
+        k, evals = found[n]
         predicted, rho = k >= 0, max(k, 0) * step
-        hn = float(h_norm[c]) if j is None else _own_h_norm(p)
+        hn = float(h_norm[c]) if j is None else _h_norm_of(p, where[n] if where else None)
         row = {
             "editor": update.editor, "case_id": r.case_id, "subject": r.subject, "relation": r.relation,
             "form": form, "layer": layer, "metric": "tolerance_radius", "value": rho,
             "value_rel": rho / hn, "delta_norm": float(value.delta[:, c].norm()),
             "h_norm": hn, "predicted": bool(predicted), "method": method, "trials": trials,
             "success": success, "step": step, "seed": seed, "evaluations": evals,
-            "seconds": time.perf_counter() - t0, "criterion": label(criterion, threshold),
+            "seconds": seconds[n], "criterion": label(criterion, threshold),
             "threshold": float(threshold) if criterion == "prob" else float("nan"),
         }
         if j is not None:
@@ -404,12 +563,29 @@ def tolerance_radius(lm: LM, update: EditUpdate, trials: int = 10, success: floa
     return pd.DataFrame(rows)
 
 
+def _h_norm_of(p: _Prompt, at: tuple[_Group, int] | None) -> float:
+    """‖h‖ at L at the prompt's subject's last token: from its group's states, else :func:`_own_h_norm`."""
+    hn = None if at is None else at[0].h_norm(at[1])
+    return _own_h_norm(p) if hn is None else hn
+
+
 def _own_h_norm(p: _Prompt) -> float:
     """‖h‖ at L at the prompt's subject's last token (from its prefix-cached suffix; freed afterwards)."""
     sfx = p.suffix()
     hn = float(sfx.hidden[0, int(sfx.inject[0])].float().norm())
     p.free()
     return hn
+
+
+def _direction_search(n: int, u: torch.Tensor, step: float, k_max: int, first: int) -> Search:
+    """The search along unit direction ``u`` (d,) for prompt ``n``: one deterministic row per grid index."""
+    def noise(ks: list[int]) -> torch.Tensor:
+        return torch.stack([k * step * u for k in ks])
+
+    def read(ks: list[int], hits: torch.Tensor, margins: torch.Tensor) -> list[tuple[bool, float]]:
+        return [(bool(h), float(m)) for h, m in zip(hits, margins)]
+
+    return Search(n, grid_search(k_max, first), noise, read)
 
 
 DIRECTIONS = ("-delta", "drift", "form-drift")
@@ -470,27 +646,23 @@ def directional_tolerance(lm: LM, update: EditUpdate, directions: Sequence[str] 
         v = change[:len(prompts)]
         v_decl = torch.stack([change[reads["decl"][fp.i]] for fp in prompts])
     dev = lm.device_of(L)
-    rows = []
-    from ..progress import track
     made = []
     for fp in prompts:
         r = update.requests[fp.i]
         crit = request_criterion(r, criterion)
         made.append(_Prompt(lm, fp.prompt, r.target_new, deltas[fp.i].to(dev), L, crit, threshold,
                             r.target_true if crit == "beats-true" else None))
-    for n, fp in enumerate(track(prompts, f"directional tolerance ({update.editor})", unit="prompt")):
-        prime(made, n)
+    rows, searches, search_of = [], [], {}  # search_of[(n, direction)]: index into searches
+    for n, fp in enumerate(prompts):
         r, delta, p = update.requests[fp.i], deltas[fp.i], made[n]
-        crit = p.criterion
         vectors = {"-delta": -delta}
         if v is not None:
             vectors.update({"drift": v[n] - delta, "form-drift": v[n] - v_decl[n]})
-        t0, evals = time.perf_counter(), 0
         row = {"editor": update.editor, "case_id": r.case_id, "subject": r.subject, "relation": r.relation,
                "form": fp.form, "prompt_idx": fp.j, "layer": L, "metric": "directional_tolerance",
-               "criterion": label(crit, threshold), "threshold": float(threshold) if crit == "prob" else math.nan,
-               "step": step, "max_radius": max_radius}
-        predicted = None
+               "criterion": label(p.criterion, threshold),
+               "threshold": float(threshold) if p.criterion == "prob" else math.nan, "step": step,
+               "max_radius": max_radius}
         for name in directions:
             vec = vectors[name]
             norm = float(vec.norm())
@@ -499,20 +671,29 @@ def directional_tolerance(lm: LM, update: EditUpdate, directions: Sequence[str] 
             if not norm > 0:
                 row[rho_col] = math.nan
                 continue
-            u = (vec / norm).to(dev)
-
-            def evaluate(ks: list[int], u=u) -> list[tuple[bool, float]]:
-                hits, margins = p.batched(torch.stack([k * step * u for k in ks]))
-                return [(bool(h), float(m)) for h, m in zip(hits, margins)]
-
-            k, calls = search_grid(evaluate, k_max, first=min(k_max, max(1, round(norm / step))))
-            evals += calls
-            predicted = k >= 0
-            row[rho_col] = max(k, 0) * step
+            search_of[(n, name)] = len(searches)
+            searches.append(_direction_search(n, (vec / norm).to(dev), step, k_max,
+                                              first=min(k_max, max(1, round(norm / step)))))
+        rows.append(row)
+    from ..progress import progress
+    t0 = time.perf_counter()
+    where = group_prompts(made)
+    bar = progress(len(searches), f"directional tolerance ({update.editor})", "search")
+    run_searches(searches, where, bar)
+    bar.close()
+    seconds = (time.perf_counter() - t0) / max(len(prompts), 1)  # shared batches: the mean per prompt
+    for n, row in enumerate(rows):
+        p, evals, predicted = made[n], 0, None
+        for name in directions:
+            if (n, name) in search_of:
+                k, calls = searches[search_of[(n, name)]].result
+                evals += calls
+                predicted = k >= 0
+                row[_DIRECTION_COLUMNS[name][0]] = max(k, 0) * step
         if predicted is None:  # every direction undefined: still say whether δ itself predicts the target
             predicted = bool(p.batched(torch.zeros(1, lm.d_model, device=dev))[0][0])
             evals += 1
-        row.update({"h_norm": _own_h_norm(p), "predicted": bool(predicted), "evaluations": evals,
-                    "seconds": time.perf_counter() - t0})
-        rows.append(row)
+        row.update({"h_norm": _h_norm_of(p, where[n]), "predicted": bool(predicted), "evaluations": evals,
+                    "seconds": seconds})
+        p.free()
     return pd.DataFrame(rows)
