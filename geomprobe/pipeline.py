@@ -261,8 +261,9 @@ def _write_index(out: Path, entries: list[Entry], ws: Workspace | None, total: f
     }
     if not replot and ws is not None and old.get("run"):
         if _set_up(meta) == _set_up(old["run"]):
-            if len(entries) < len(CATALOGUE) and not old["run"].get("unfinished"):  # (an unfinished run is replaced)
-                # a partial re-run of the same set-up: keep the whole run's total, record what was redone
+            if not set(CORE) <= {e.id for e in entries} and not old["run"].get("unfinished"):
+                # a partial re-run of the same set-up (less than the main job's core; an unfinished run is
+                # replaced): keep the whole run's total, record what was redone
                 redo = {"ids": [e.id for e in entries], "seconds": round(total, 1), "date": meta["date"],
                         **({"unfinished": unfinished} if unfinished else {})}
                 meta = {**old["run"], "reruns": [*old["run"].get("reruns", []), redo]}
