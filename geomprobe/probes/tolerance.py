@@ -38,6 +38,9 @@ radius), so they measure the same function ``success(r)``:
   minimum over target tokens, for ``"argmax"``), on a power-law model ``S(r) ≈ S(0) − c·r^1.5``, with
   bisection whenever a step shrinks the bracket by less than half.  The first radius tried is ``‖h‖`` (the
   residual's own norm) together with the unperturbed prompt.  It stops when ``hi = lo + 1``: ρ = ``lo·step``.
+  Every prompt's search advances in lock step (:func:`run_searches`): the calls of up to :data:`GROUP_PROMPTS`
+  prompts of similar suffix length run in one resumed forward (:class:`_Group`); each search makes exactly the
+  calls it would make alone.
 
 Success counts are integers (``need = ceil(success · trials)``), never float shares, so 9 of 10 passes a
 90% criterion in both estimators.  Where ``success(r)`` is monotone on the grid both return the same
