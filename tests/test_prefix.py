@@ -117,6 +117,30 @@ def test_value_optimisation_same_with_and_without_prefix_cache(tiny_lms, mode):
     assert on.losses == pytest.approx(off.losses, rel=1e-5)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_kl_anchor_cached_equals_full_forward(tiny_lms, kind):
+    """The value optimisation's KL anchor ("{subject} is a", δ at the subject's last token) is the same with
+    prefix caching (head at one column) as with the full forward, on rows whose subjects end at different columns
+    (left padding) and with δ carrying its gradient."""
+    from geomprobe.editors.value import _kl_runner
+
+    lm = tiny_lms[kind]
+    b = tokenize(lm.tokenizer, [render(t, s, "declarative") for t, s in (("{} is a", "france"),
+                                                                         ("{} is a city of", "the capital of rome"))],
+                 padding_side="left")
+    assert int(b.subject_last.min()) != int(b.subject_last.max())
+    delta = (3 * torch.randn(2, lm.d_model, generator=torch.Generator().manual_seed(0))).requires_grad_()
+    cached, full = _kl_runner(lm, LAYER, b, True), _kl_runner(lm, LAYER, b, False)
+    with torch.no_grad():
+        torch.testing.assert_close(cached(None), full(None), atol=1e-5, rtol=1e-5)
+    a, f = cached(delta), full(delta)
+    assert (a - cached(None).detach()).abs().max() > 1e-3  # δ changes the anchor
+    torch.testing.assert_close(a, f, atol=1e-5, rtol=1e-5)
+    ga, = torch.autograd.grad(a[:, :7].sum(), delta)
+    gf, = torch.autograd.grad(f[:, :7].sum(), delta)
+    torch.testing.assert_close(ga, gf, atol=1e-5, rtol=1e-4)
+
+
 def test_bench_interventions_times_the_same_measurement(tmp_path, monkeypatch):
     """The bench's two arms give the same causal-chain numbers (grouped prefixes are exact), the baseline prepares
     one prompt per call, the grouped arm several, and the grouping knob is restored afterwards."""
@@ -203,3 +227,26 @@ def test_group_runs_many_prompts_as_each_runs_alone(tiny_lms, kind):
     for m, p in enumerate(made):
         assert group.h_norm(m) == pytest.approx(tolerance._own_h_norm(p), rel=1e-5)
     assert active_hooks(lm.model) == 0
+
+
+def test_length_chunks_is_the_cheapest_cut_of_the_sorted_rows():
+    """Every row once, at most ``size`` per chunk, and the cost (padded columns + overhead per chunk) equals the
+    brute-force minimum over every cut of the sorted rows."""
+    from itertools import combinations
+
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(30):
+        n, size, overhead = int(torch.randint(1, 9, (1,), generator=gen)), int(torch.randint(1, 5, (1,),
+                                                                                              generator=gen)), 5
+        lengths = torch.randint(1, 40, (n,), generator=gen)
+        chunks = prefix.length_chunks(lengths, size, overhead)
+        assert sorted(torch.cat(chunks).tolist()) == list(range(n))
+        assert all(0 < len(c) <= size for c in chunks)
+        cost = sum(len(c) * int(lengths[c].max()) + overhead for c in chunks)
+        ln = sorted(lengths.tolist())
+        best = min(sum((b - a) * ln[b - 1] + overhead for a, b in zip((0, *cuts), (*cuts, n)))
+                   for k in range(n) for cuts in combinations(range(1, n), k)
+                   if all(b - a <= size for a, b in zip((0, *cuts), (*cuts, n))))
+        assert cost == best
+    # rows of very different lengths are not padded together, even below the row limit
+    assert [len(c) for c in prefix.length_chunks(torch.tensor([5, 5, 5, 5, 70, 70]), 32, 8)] == [4, 2]

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any, Sequence
 
@@ -164,12 +165,12 @@ def _build_rows(lm: LM, requests: Sequence[EditRequest], groups: list[list[int]]
 
 
 def _chunks(attention_mask: torch.Tensor, size: int, keep: int) -> list[tuple[torch.Tensor, int]]:
-    """Micro-batches of rows of similar length: ``(row indices, width)`` with width = the longest row's
-    length (at least ``keep``).  Rows are left-padded, so a chunk needs only its last ``width`` columns;
-    sorting by length keeps the padding (HKI's rows range from 5 to ~70 tokens) out of the compute."""
+    """Micro-batches of rows of similar length (:func:`geomprobe.prefix.length_chunks`): ``(row indices, width)``
+    with width = the longest row's length (at least ``keep``).  Rows are left-padded, so a chunk needs only its
+    last ``width`` columns; chunking by length keeps the padding (HKI's rows range from 5 to ~70 tokens) out of
+    the compute."""
     lengths = attention_mask.sum(1).cpu()
-    order = torch.argsort(lengths, stable=True)
-    return [(idx, max(int(lengths[idx].max()), keep)) for idx in order.split(size)]
+    return [(idx, max(int(lengths[idx].max()), keep)) for idx in prefix.length_chunks(lengths, size)]
 
 
 def _take(batch: Batch, idx: torch.Tensor, width: int) -> Batch:
@@ -234,6 +235,27 @@ def _chunk_runners(lm: LM, layer: int, tb: TargetBatch, hidden: torch.Tensor, la
             run = _full_logits(lm, layer, part_hidden, part.subject_last.to(hidden.device), part, keep)
         out.append((idx.to(device), run, labels[idx.to(device)][:, labels.shape[1] - k:]))
     return out
+
+
+def _kl_runner(lm: LM, layer: int, kl_batch: Batch, cached: bool):
+    """``logp(δ)``: log-probabilities (groups, vocab) at the subject's last token of the KL prompts, with ``δ``
+    (groups, d) added after block ``layer`` there (None: unedited).  Cached: blocks L+1.. on the columns from the
+    subject's last token and the head at that column only (:mod:`geomprobe.prefix`); else the full forward."""
+    pos = kl_batch.subject_last
+    if cached:
+        sfx = prefix.prepare(lm, kl_batch, layer, pos)
+        head = (pos - sfx.start)[:, None]
+
+        def logp(delta):
+            return torch.log_softmax(prefix.run(lm, sfx, add=delta, head=head)[:, 0].float(), -1)
+        return logp
+
+    def logp(delta):
+        with (add_to_residual(lm, layer, pos, delta) if delta is not None else nullcontext()):
+            logits = lm.forward(kl_batch)
+        return torch.log_softmax(logits[torch.arange(len(pos), device=logits.device), pos.to(logits.device)]
+                                 .float(), -1)
+    return logp
 
 
 def geometric_median(points: torch.Tensor, iters: int = 10, eps: float = 1e-8) -> torch.Tensor:
@@ -318,13 +340,11 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
 
     # KL anchor: "{subject} is a" before the edit, at the subject's last token (MEMIT's kl_prompts)
     kl_prompts = [render("{} is a", requests[g[0]].subject, "declarative") for g in groups]
-    kl_batch = tokenize(lm.tokenizer, kl_prompts)
+    kl_batch = tokenize(lm.tokenizer, kl_prompts, padding_side="left")
     kl_batch_dev = kl_batch.to(lm.input_device)
+    kl_logp = _kl_runner(lm, layer, kl_batch_dev, cfg.prefix_cache)
     with torch.no_grad():
-        ref_logits = lm.forward(kl_batch_dev)
-    rows_idx = torch.arange(len(kl_prompts), device=ref_logits.device)
-    kl_pos = kl_batch_dev.subject_last.to(ref_logits.device)
-    ref_logp = torch.log_softmax(ref_logits[rows_idx, kl_pos].float(), -1)
+        ref_logp = kl_logp(None)
 
     u = torch.zeros(n_groups, lm.d_model, device=device, requires_grad=True)
     scale, h_norm, n_norm = scale.to(device), h_norm.to(device), n_norm.to(device)
@@ -386,10 +406,7 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
         delta = u * scale[:, None]
         reg = torch.zeros((), device=device)
         if cfg.kl > 0:
-            with add_to_residual(lm, layer, kl_batch.subject_last, delta):
-                kl_logits = lm.forward(kl_batch)
-            new_logp = torch.log_softmax(kl_logits[rows_idx.to(kl_logits.device), kl_pos.to(kl_logits.device)]
-                                         .float(), -1)
+            new_logp = kl_logp(delta)
             # kl_div(input=old, target=new) = Σ P_new (log P_new − log P_old) = KL(P_new ‖ P_old)
             kl_term = torch.nn.functional.kl_div(ref_logp.to(new_logp.device), new_logp, log_target=True,
                                                  reduction="batchmean")

@@ -261,7 +261,8 @@ class _Group:
 
     @staticmethod
     def _prepare(prompts: list[_Prompt]):
-        """``(suffix, head columns (rows, t_max))`` of the prompts' rows, or None (run them alone)."""
+        """``(suffix, head columns (rows, t_max), target tokens per row (rows,))`` of the prompts' rows, or None
+        (run them alone)."""
         made = prefix.prepare_group(prompts[0].lm, [p.tb.batch for p in prompts], prompts[0].layer,
                                     [p.pos for p in prompts])
         if made is None:
@@ -270,7 +271,7 @@ class _Group:
         t_max = max(len(p.at) for p in prompts)
         head = torch.stack([torch.cat([p.at.cpu(), p.at.cpu()[-1:].expand(t_max - len(p.at))]) + o - sfx.start
                             for p, o in zip(prompts, pads)])
-        return sfx, head
+        return sfx, head, torch.tensor([len(p.at) for p in prompts])
 
     def h_norm(self, m: int) -> float | None:
         """‖h‖ at L at prompt ``m``'s injection column, from the group's states (None when it runs alone)."""
@@ -296,26 +297,34 @@ class _Group:
         lm = self.prompts[0].lm
         adds = torch.cat([self.prompts[m].delta.to(noise.device) + noise for m, noise in items])
         rows = torch.cat([torch.full((len(noise),), m, dtype=torch.long) for m, noise in items])
-        sfx, head = self.main
         with torch.no_grad():
-            logits = prefix.run(lm, sfx, rows=rows.to(sfx.hidden.device), add=adds, head=head[rows])
+            logits = self._logits(self.main, rows, adds)  # (Σ rows · their target tokens, vocab), row by row
             rival = None
             if self.rival is not None:
                 keep = [k for k, m in enumerate(rows.tolist()) if m in self.rival_row]  # rows with a rival
                 if keep:
-                    rs, rh = self.rival
                     r_rows = torch.tensor([self.rival_row[int(rows[k])] for k in keep], dtype=torch.long)
-                    rival = prefix.run(lm, rs, rows=r_rows.to(rs.hidden.device), add=adds[keep], head=rh[r_rows])
+                    rival = self._logits(self.rival, r_rows, adds[keep])
         out, a, b = [], 0, 0
         for m, noise in items:
             p, n = self.prompts[m], len(noise)
             lp = None
             if p.rival is not None:
-                lp = p.rival.logprob(rival[b:b + n, :len(p.rival.at)])
-                b += n
-            out.append(p.score(logits[a:a + n, :len(p.at)], lp))
-            a += n
+                t = len(p.rival.at)
+                lp = p.rival.logprob(rival[b:b + n * t].view(n, t, -1))
+                b += n * t
+            t = len(p.at)
+            out.append(p.score(logits[a:a + n * t].view(n, t, -1), lp))
+            a += n * t
         return out
+
+    def _logits(self, prepared, rows: torch.Tensor, adds: torch.Tensor) -> torch.Tensor:
+        """Head logits (Σ target tokens of ``rows``, vocab) at each row's own target positions only (no head on
+        the columns that pad a shorter target to the group's longest)."""
+        sfx, head, n_at = prepared
+        keep = torch.arange(head.shape[1])[None] < n_at[rows][:, None]
+        return prefix.run(self.prompts[0].lm, sfx, rows=rows.to(sfx.hidden.device), add=adds, head=head[rows],
+                          head_keep=keep)
 
 
 def group_prompts(prompts: Sequence[_Prompt], size: int | None = None) -> list[tuple[_Group, int]]:
