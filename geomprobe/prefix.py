@@ -32,7 +32,7 @@ from .positions import Batch
 if TYPE_CHECKING:
     from .models.load import LM
 
-__all__ = ["Suffix", "prefix_kv", "prepare", "prepare_group", "prepare_many", "run", "length_chunks",
+__all__ = ["Suffix", "head_at", "prefix_kv", "prepare", "prepare_group", "prepare_many", "run", "length_chunks",
            "suffix_chunks"]
 
 
@@ -223,7 +223,7 @@ def _cache(lm: "LM", kv: tuple[tuple[torch.Tensor, torch.Tensor], ...]) -> Dynam
 
 
 @contextmanager
-def _head_at(lm: "LM", cols: torch.Tensor | None, keep: torch.Tensor | None = None) -> Iterator[None]:
+def head_at(lm: "LM", cols: torch.Tensor | None, keep: torch.Tensor | None = None) -> Iterator[None]:
     """Run the LM head only at ``cols`` (rows, k): per-row columns of the re-run part; with ``keep`` (rows, k) bool,
     only at the kept entries, flattened row by row into one sequence (1, kept, d)."""
     if cols is None:
@@ -267,7 +267,7 @@ def run(lm: "LM", sfx: Suffix, rows: torch.Tensor | None = None, add: torch.Tens
         hidden = hidden + bump.to(hidden.dtype)
     kv = tuple((k[sel], v[sel]) for k, v in sfx.kv)
     dev = lm.input_device
-    with resume_from(lm, sfx.layer + 1, hidden), _head_at(lm, head, head_keep):
+    with resume_from(lm, sfx.layer + 1, hidden), head_at(lm, head, head_keep):
         out = lm.model(input_ids=sfx.input_ids[sel].to(dev), attention_mask=sfx.attention_mask[sel].to(dev),
                        position_ids=sfx.position_ids[sel].to(dev), cache=_cache(lm, kv), use_cache=bool(kv))
     return out.logits if head_keep is None else out.logits[0]

@@ -348,3 +348,23 @@ def test_rome_matches_reference(models, requests_, model):
     _close(f"dW[{model} L{L}]", upd.deltas[L], dW)
     _close(f"dW_k_bare[{model}]", upd.deltas[L].double() @ k_bare.double(), delta)  # ΔW k_bare = δ
     _check_restored(lm, weights)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_value_targets_of_different_lengths_match_reference(models, requests_, model):
+    """A 3-token and a 1-token target in one batch: the LM head runs only at each row's own target tokens and the
+    final column (the last target token) is not run, as the reference's full forward of every prompt alone."""
+    from dataclasses import replace
+
+    lm, weights, ed, cfg, ctxs = _setup(models, model, "memit", {"value_contexts": "memit"})
+    first, other = requests_
+    reqs = [replace(first, target_new=f"{first.target_new} {other.target_true} {first.target_true}"), other]
+    n_tok = [len(lm.tokenizer(" " + r.target_new)["input_ids"]) for r in reqs]
+    assert n_tok[0] >= 3 and n_tok[1] == 1, n_tok
+    upd = ed.compute(lm, reqs)
+    _check_restored(lm, weights)
+    ref = Reference(lm)
+    hs, deltas, losses = zip(*(ref.value(r, ctxs, cfg.layers[-1], cfg.value) for r in reqs))
+    _close(f"h[{model}]", upd.value.h, torch.stack(hs, 1))
+    _close(f"delta[{model}]", upd.value.delta, torch.stack(deltas, 1))
+    _close(f"nll_per_step[{model}]", torch.tensor(upd.value.losses), torch.tensor(losses).mean(0))

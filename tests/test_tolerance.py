@@ -85,13 +85,14 @@ def _brute(evaluate, k_max):
     return k
 
 
+@pytest.mark.parametrize("width", (1, 2))
 @pytest.mark.parametrize("seed", range(40))
-def test_grid_search_finds_the_first_failure_of_monotone_curves(seed):
+def test_grid_search_finds_the_first_failure_of_monotone_curves(seed, width):
     rng = np.random.default_rng(seed)
     k_max, trials = int(rng.integers(1, 300)), int(rng.integers(1, 12))
     need = int(rng.integers(1, trials + 1))
     ev = _curve(rng.gamma(2.0, rng.uniform(1, 80), trials), need)
-    k, calls = search_grid(ev, k_max, first=int(rng.integers(1, 400)))
+    k, calls = search_grid(ev, k_max, first=int(rng.integers(1, 400)), width=width)
     assert k == _brute(ev, k_max)
     assert calls <= 2 * np.log2(k_max + 1) + 3
 

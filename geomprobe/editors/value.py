@@ -53,7 +53,7 @@ from .. import prefix
 from ..data.forms import Rendered, render, train_prompts
 from ..data.requests import EditRequest
 from ..errors import GeomprobeError, NumericalError
-from ..hooks import add_to_residual, head_only_at, read, resume_from
+from ..hooks import add_to_residual, read, resume_from
 from ..models.load import LM
 from ..positions import Batch, tokenize
 from ..scoring import TargetBatch, token_logprobs, with_targets
@@ -173,6 +173,31 @@ def _chunks(attention_mask: torch.Tensor, size: int, keep: int) -> list[tuple[to
     return [(idx, max(int(lengths[idx].max()), keep)) for idx in prefix.length_chunks(lengths, size)]
 
 
+def _without_last_column(tb: TargetBatch) -> TargetBatch:
+    """Left-padded rows without their final column (every row's last target token): it is scored nowhere
+    (its label is ``-100``) and, attention being causal, changes no other column, so dropping it is exact."""
+    b = tb.batch
+    return TargetBatch(Batch(b.input_ids[:, :-1], b.attention_mask[:, :-1], b.position_ids[:, :-1], b.subject_last,
+                             b.last - 1, b.offsets[:, :-1]), tb.labels[:, :-1], tb.n_target)
+
+
+def _read_after(lm: LM, batch: Batch, layer: int, kinds: tuple[str, ...], size: int) -> dict[str, torch.Tensor]:
+    """``kinds`` at block ``layer`` of a left-padded batch, each (rows, seq, d) in the model's dtype, read in
+    micro-batches of rows of similar length (:func:`_chunks`) so that padding is not computed; the padding
+    columns a chunk does not cover are zero (they are masked wherever they are used)."""
+    out: dict[str, torch.Tensor] = {}
+    seq = batch.input_ids.shape[1]
+    for idx, width in _chunks(batch.attention_mask, size, 1):
+        with torch.no_grad(), read(lm, [layer], kinds, stop=True) as r:
+            lm.forward(_take(batch, idx, width))
+        for kind in kinds:
+            x = r[kind][layer]
+            if kind not in out:
+                out[kind] = torch.zeros(len(batch), seq, x.shape[-1], dtype=x.dtype, device=x.device)
+            out[kind][idx.to(x.device), seq - width:] = x
+    return out
+
+
 def _take(batch: Batch, idx: torch.Tensor, width: int) -> Batch:
     """Rows ``idx`` of a left-padded batch, trimmed to its last ``width`` columns."""
     off = batch.input_ids.shape[1] - width
@@ -183,26 +208,32 @@ def _take(batch: Batch, idx: torch.Tensor, width: int) -> Batch:
 
 def _nll_and_grad(logits_of, row_delta: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row NLL (rows,) and its gradient w.r.t. each row's δ (rows, d); ``logits_of(δ rows)`` runs the
-    perturbed forward and returns the scored columns' logits (rows, k, vocab) for ``labels`` (rows, k)."""
+    perturbed forward and returns the logits (kept, vocab) of the scored entries of ``labels`` (rows, k), row by
+    row (the entries that are not ``-100``)."""
     row_delta = row_delta.clone().requires_grad_(True)
     logits = logits_of(row_delta)
     lab = labels.to(logits.device)
     mask = lab != -100
-    nll = -(token_logprobs(logits, lab).sum(-1) / mask.sum(-1).clamp(min=1))
+    lp = token_logprobs(logits, lab[mask])  # (kept,)
+    per_row = torch.zeros(len(lab), device=lp.device).index_add(0, mask.nonzero()[:, 0], lp)
+    nll = -(per_row / mask.sum(-1).clamp(min=1))
     (grad,) = torch.autograd.grad(nll.sum(), row_delta)
     return nll.detach().to(row_delta.device), grad.float()
 
 
-def _full_logits(lm: LM, layer: int, hidden: torch.Tensor, subj: torch.Tensor, batch: Batch, keep: int):
-    """The forward without prefix caching: blocks L+1.. on every column, the head on the last ``keep``."""
+def _full_logits(lm: LM, layer: int, hidden: torch.Tensor, subj: torch.Tensor, batch: Batch,
+                 scored: torch.Tensor):
+    """The forward without prefix caching: blocks L+1.. on every column, the head only at the scored entries
+    ``scored`` (rows, k) bool of the last k columns; returns (kept, vocab) logits, row by row."""
+    seq, k = hidden.shape[1], scored.shape[1]
+    cols = torch.arange(seq - k, seq).expand(len(hidden), -1)
+
     def logits_of(row_delta: torch.Tensor) -> torch.Tensor:
         rows = torch.arange(len(hidden), device=hidden.device)
         bump = torch.zeros(hidden.shape, device=hidden.device, dtype=row_delta.dtype).index_put(
             (rows, subj), row_delta.to(hidden.device))
-        seq = hidden.shape[1]
-        with resume_from(lm, layer + 1, hidden + bump.to(hidden.dtype)), \
-                head_only_at(lm, torch.arange(seq - keep, seq)):
-            return lm.forward(batch)
+        with resume_from(lm, layer + 1, hidden + bump.to(hidden.dtype)), prefix.head_at(lm, cols, scored):
+            return lm.forward(batch)[0]
     return logits_of
 
 
@@ -228,12 +259,16 @@ def _chunk_runners(lm: LM, layer: int, tb: TargetBatch, hidden: torch.Tensor, la
         if cfg.prefix_cache:
             sfx = prefix.prepare(lm, part, layer, part.subject_last, hidden=part_hidden)
             k = min(keep, sfx.width)  # every scored column lies at or after the subject's last token
-            head = torch.arange(sfx.width - k, sfx.width).expand(len(idx), -1)
-            run = (lambda s, hd: lambda d: prefix.run(lm, s, add=d, head=hd))(sfx, head)
         else:
             k = keep
-            run = _full_logits(lm, layer, part_hidden, part.subject_last.to(hidden.device), part, keep)
-        out.append((idx.to(device), run, labels[idx.to(device)][:, labels.shape[1] - k:]))
+        part_labels = labels[idx.to(device)][:, labels.shape[1] - k:]
+        scored = (part_labels != -100).cpu()  # the head runs only where a row has a target token
+        if cfg.prefix_cache:
+            head = torch.arange(sfx.width - k, sfx.width).expand(len(idx), -1)
+            run = (lambda s, hd, sc: lambda d: prefix.run(lm, s, add=d, head=hd, head_keep=sc))(sfx, head, scored)
+        else:
+            run = _full_logits(lm, layer, part_hidden, part.subject_last.to(hidden.device), part, scored)
+        out.append((idx.to(device), run, part_labels))
     return out
 
 
@@ -307,16 +342,15 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
         prepare_pools(requests, lm=lm, strict=True)
     rows = _build_rows(lm, requests, groups, mode, cfg)
     device = lm.device_of(layer)
-    tb = rows.tb.to(lm.input_device)
+    tb = _without_last_column(rows.tb).to(lm.input_device)
     n_groups = len(groups)
     group = rows.group.to(device)
 
     # The residual after block L does not depend on δ: keep it, and resume every step from block L+1.
     # (stopping after block L: the rest of the network, and logits of every row and position, are not needed)
     kinds = ("resid", "value") if cfg.norm == "mlp" else ("resid",)
-    with torch.no_grad(), read(lm, [layer], kinds, stop=True) as r:
-        lm.forward(tb.batch)
-    hidden = r["resid"][layer]  # (rows, seq, d), model dtype
+    r = _read_after(lm, tb.batch, layer, kinds, cfg.micro_batch)
+    hidden = r["resid"]  # (rows, seq, d), model dtype
     rows_all = torch.arange(len(hidden), device=hidden.device)
     subj = tb.batch.subject_last.to(hidden.device)
     bare = rows.bare.to(hidden.device)
@@ -330,7 +364,7 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
     h = per_group(hidden[rows_all, subj][bare].float())  # (groups, d)
     h_norm = h.norm(dim=1).clamp_min(1e-6)
     if cfg.norm == "mlp":  # ROME: wd and clamp against the MLP output v at the same position
-        v_rows = r["value"][layer]
+        v_rows = r["value"]
         n_norm = per_group(v_rows[rows_all.to(v_rows.device), subj.to(v_rows.device)][bare.to(v_rows.device)]
                            .float()).norm(dim=1).clamp_min(1e-6).to(h_norm.device)
     else:
@@ -349,7 +383,7 @@ def _optimize(lm, requests, layer, mode, cfg, names, groups, log, t0) -> "ValueR
     u = torch.zeros(n_groups, lm.d_model, device=device, requires_grad=True)
     scale, h_norm, n_norm = scale.to(device), h_norm.to(device), n_norm.to(device)
     opt = torch.optim.Adam([u], lr=cfg.lr)
-    keep = int(tb.n_target.max()) + 1  # label positions are the last n_target + 1 positions, minus the final one
+    keep = int(tb.n_target.max())  # label positions are the last n_target positions (the final one is dropped)
     labels = tb.labels[:, -keep:].to(device)
     chunks = _chunk_runners(lm, layer, tb, hidden, labels, keep, cfg, device)  # built once
     leaves: dict[tuple[int, str, int], list[int]] = {}

@@ -29,7 +29,7 @@ radius), so they measure the same function ``success(r)``:
 * ``method="reference"`` — the paper's procedure: ``r = step, 2·step, …`` while ``success(r) ≥ success``,
   every trial a separate full forward pass.
 * ``method="fast"`` (default) — the prompt's residual at ``L`` and its prefix's keys/values are computed
-  once; the trials of one or two radii run as one batch resumed from block ``L+1`` on the columns from the
+  once; the trials of one radius run as one batch resumed from block ``L+1`` on the columns from the
   subject's last token on (:mod:`geomprobe.prefix`), with the LM head only at the target positions.  The search stays on the reference's grid ``k·step`` and keeps a
   bracket ``[lo, hi]`` (``lo`` succeeds, ``hi`` fails); the next radius is interpolated from a
   continuous statistic, the ``(trials − need + 1)``-th smallest target margin (``success(r) ≥ success``
@@ -384,7 +384,7 @@ def _radius_reference(p: _Prompt, u: torch.Tensor, step: float, need: int, k_max
 
 
 def search_grid(evaluate: Callable[[list[int]], list[tuple[bool, float]]], k_max: int, first: int,
-                width: int = 2, power: float = 1.5) -> tuple[int, int]:
+                width: int = 1, power: float = 1.5) -> tuple[int, int]:
     """Largest ``k`` in ``0..k_max`` with ``ok(0..k)``, by a safeguarded interpolating bracket search.
 
     Args:
@@ -392,7 +392,10 @@ def search_grid(evaluate: Callable[[list[int]], list[tuple[bool, float]]], k_max
             positive where ``ok`` (up to ties), used only to choose where to look.
         k_max: last grid index.
         first: the first index tried (with 0, in the first call).
-        width: consecutive indices per call (a pair ``c, c+1`` that straddles the edge ends the search).
+        width: consecutive indices per call (with 2, a pair ``c, c+1`` that straddles the edge ends the search
+            a call sooner; 1, the default, makes more calls but runs half the trials: the searches of a group
+            share their calls (:func:`run_searches`), so trials, not calls, cost — on SmolLM2, 10 subjects, the
+            fast estimator took 3.2 s with 1 against 4.1 s with 2, same radii).
         power: exponent of the model ``S(k) ≈ S(0) − c·k^power`` used to interpolate.
 
     Returns:
@@ -408,7 +411,7 @@ def search_grid(evaluate: Callable[[list[int]], list[tuple[bool, float]]], k_max
             return done.value
 
 
-def grid_search(k_max: int, first: int, width: int = 2, power: float = 1.5):
+def grid_search(k_max: int, first: int, width: int = 1, power: float = 1.5):
     """:func:`search_grid` as a generator: yields the grid indices of each call, receives their ``(ok, S)`` list,
     returns ``(k, calls)`` (so many searches can share batched forwards: :func:`run_searches`)."""
     lo, s_lo, hi, s_hi, s0 = -1, 0.0, k_max + 1, None, 0.0  # ok(lo); hi fails (k_max + 1: not seen yet)
