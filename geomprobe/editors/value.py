@@ -33,7 +33,9 @@ step relative to ``‖h‖`` on every other model.  ``ref_rms = 0`` optimises ``
 The residual after block L does not depend on δ, so it is computed once and every optimisation step
 resumes the forward from block L+1 (:func:`geomprobe.hooks.resume_from`); nor do the columns before the
 subject's last token, so their keys/values are cached once and each step runs blocks L+1.. on the columns
-from the subject's last token on only (:mod:`geomprobe.prefix`, ``ValueConfig.prefix_cache``).
+from the subject's last token on only (:mod:`geomprobe.prefix`, ``ValueConfig.prefix_cache``).  Either way the
+final column (the last target token, scored nowhere) is not run and the LM head runs only at each row's own target
+tokens.
 
 One backward per step yields every per-prompt gradient: each row of the batch gets its own copy of its
 ``δ`` as a leaf, and rows do not interact, so ``rows.grad[i]`` is exactly the gradient of prompt ``i``'s loss.
