@@ -261,15 +261,14 @@ def _chunk_runners(lm: LM, layer: int, tb: TargetBatch, hidden: torch.Tensor, la
         if cfg.prefix_cache:
             sfx = prefix.prepare(lm, part, layer, part.subject_last, hidden=part_hidden)
             k = min(keep, sfx.width)  # every scored column lies at or after the subject's last token
-        else:
-            k = keep
-        part_labels = labels[idx.to(device)][:, labels.shape[1] - k:]
-        scored = (part_labels != -100).cpu()  # the head runs only where a row has a target token
-        if cfg.prefix_cache:
+            part_labels = labels[idx.to(device)][:, labels.shape[1] - k:]
             head = torch.arange(sfx.width - k, sfx.width).expand(len(idx), -1)
+            scored = (part_labels != -100).cpu()  # the head runs only where a row has a target token
             run = (lambda s, hd, sc: lambda d: prefix.run(lm, s, add=d, head=hd, head_keep=sc))(sfx, head, scored)
         else:
-            run = _full_logits(lm, layer, part_hidden, part.subject_last.to(hidden.device), part, scored)
+            part_labels = labels[idx.to(device)][:, labels.shape[1] - keep:]
+            run = _full_logits(lm, layer, part_hidden, part.subject_last.to(hidden.device), part,
+                               (part_labels != -100).cpu())
         out.append((idx.to(device), run, part_labels))
     return out
 
